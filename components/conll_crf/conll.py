@@ -117,13 +117,13 @@ def parse_conll_text(text: str, source: str) -> Tuple[List[Article], ConllStats]
             article.sentences.append(sentence)
             sentence = Sentence()
 
-    def end_article() -> None:
+    def end_article(final: bool = False) -> None:
         nonlocal article
         end_sentence()
         if article.sentences:
             articles.append(article)
-        elif stats.docstart_lines > 1:
-            stats.empty_articles += 1
+        elif stats.docstart_lines and not final:
+            stats.empty_articles += 1  # -DOCSTART- followed directly by another
         article = Article()
 
     for lineno, line in enumerate(text.split("\n"), 1):
@@ -160,9 +160,9 @@ def parse_conll_text(text: str, source: str) -> Tuple[List[Article], ConllStats]
         sentence.tags.append(tag)
         sentence.columns.append(columns[1:-1])
         sentence.lines.append(lineno)
-    end_article()
-    # A trailing -DOCSTART- with nothing after it opens no article; any other
-    # -DOCSTART- without tokens is an empty article, counted in the stats.
+    # A trailing -DOCSTART- with nothing after it opens no article (the CoNLL-2003
+    # files end so); any other -DOCSTART- without tokens counts as an empty article.
+    end_article(final=True)
     if not articles:
         raise ConllError(f"{source}:1: no tokens found (empty file or only -DOCSTART-/blank lines)")
     return articles, stats

@@ -1,0 +1,53 @@
+"""Train a config with `spacy train`, filling in the project's paths.
+
+    python scripts/train.py CONFIG OUTPUT_DIR [--gpu-id -1] [--transformer NAME]
+        [--max-steps N] [--train corpus/train.spacy] [--dev corpus/dev.spacy] [overrides ...]
+
+Sets paths.train/dev, paths.log (OUTPUT_DIR/log.jsonl) and, for configs with a
+transformer, paths.transformer; --max-steps N > 0 overrides training.max_steps.
+Extra `--section.key value` arguments are passed on as config overrides.
+Writes OUTPUT_DIR/train_meta.json with the wall time and the overrides used.
+"""
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from spacy.cli._util import parse_config_overrides
+from spacy.cli.train import train
+from thinc.api import Config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--gpu-id", type=int, default=-1)
+    parser.add_argument("--transformer", default=None)
+    parser.add_argument("--max-steps", type=int, default=0)
+    parser.add_argument("--train", default="corpus/train.spacy")
+    parser.add_argument("--dev", default="corpus/dev.spacy")
+    args, extra = parser.parse_known_args()
+    config = Config().from_disk(args.config, interpolate=False)
+    overrides = {"paths.train": args.train, "paths.dev": args.dev, "paths.log": str(args.output / "log.jsonl")}
+    if "transformer" in config["paths"] and args.transformer:
+        overrides["paths.transformer"] = args.transformer
+    if args.max_steps > 0:
+        overrides["training.max_steps"] = args.max_steps
+    overrides.update(parse_config_overrides(extra))
+    args.output.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    train(args.config, args.output, use_gpu=args.gpu_id, overrides=overrides)
+    meta = {
+        "config": str(args.config),
+        "overrides": overrides,
+        "gpu_id": args.gpu_id,
+        "wall_seconds": round(time.time() - start, 1),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+    }
+    (args.output / "train_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
