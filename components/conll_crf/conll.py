@@ -174,25 +174,28 @@ def decode_articles(
     """Decode the entity spans of every sentence: spans[article][sentence] is a
     list of (start, end, label) token offsets. Fills the counts of `stats`."""
     source = stats.source
+    marker_line, markers = 0, 0  # first line and number of L-/U-/E-/S- tags
     if scheme == "auto":
-        prefixes: Dict[str, int] = {}
+        first: Dict[str, int] = {}
         for article in articles:
             for sent in article.sentences:
                 for tag, line in zip(sent.tags, sent.lines):
                     prefix = tag[0]
-                    if prefix not in prefixes:
-                        prefixes[prefix] = line
+                    if prefix in "LUES":
+                        markers += 1
+                    if prefix not in first:
+                        first[prefix] = line
+        marker_line = min((line for p, line in first.items() if p in "LUES"), default=0)
         try:
-            scheme = detect_scheme(prefixes)
+            scheme = detect_scheme(first)
         except ValueError as err:
-            where = min(line for p, line in prefixes.items() if p in "LUES")
-            raise ConllError(f"{source}:{where}: {err}") from None
-        marker_line = min((line for p, line in prefixes.items() if p in "LUES"), default=0)
-    else:
-        marker_line = 0
+            biluo = min(first.get(p, 1 << 62) for p in "LU")
+            iobes = min(first.get(p, 1 << 62) for p in "ES")
+            raise ConllError(f"{source}:{max(biluo, iobes)}: {err}") from None
     if scheme not in ("IOB", "BILUO", "IOBES"):
         raise ValueError(f"scheme must be auto, IOB, BILUO or IOBES, not {scheme!r}")
     out = []
+    errors: List[Tuple[int, str]] = []
     for article in articles:
         article_spans = []
         for sent in article.sentences:
@@ -203,16 +206,23 @@ def decode_articles(
                 else:
                     spans = strict_spans(sent.tags, scheme)
             except TagError as err:
-                msg = f"{source}:{sent.lines[err.index]}: {err}"
-                if marker_line:
-                    msg += (
-                        f"; the file was read as {scheme} because of the tag at line "
-                        f"{marker_line}: if the file is IOB, that L-/U-/E-/S- tag is the error"
-                    )
-                raise ConllError(msg) from None
+                if scheme == "IOB":
+                    raise ConllError(f"{source}:{sent.lines[err.index]}: {err}") from None
+                errors.append((sent.lines[err.index], str(err)))
+                spans = []
             article_spans.append(spans)
             stats.entities.update(label for _, _, label in spans)
         out.append(article_spans)
+    if errors:
+        line, msg = errors[0]
+        if marker_line and len(errors) > markers:
+            # more broken sequences than L-/U-/E-/S- tags: an IOB file with stray tags
+            bad = next(t for a in articles for s_ in a.sentences for t, l in zip(s_.tags, s_.lines) if l == marker_line)
+            raise ConllError(
+                f"{source}:{marker_line}: tag {bad!r} is not an IOB tag, but the file's other tags are IOB "
+                f"({len(errors)} sequences break {scheme}, e.g. line {line}: {msg})"
+            )
+        raise ConllError(f"{source}:{line}: {msg} ({len(errors)} invalid {scheme} sentence(s) in the file)")
     stats.scheme = scheme if scheme != "IOB" else ("IOB1" if stats.repaired_tags else "IOB2")
     stats.articles = len(articles)
     stats.sentences = sum(len(a.sentences) for a in articles)
