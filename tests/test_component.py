@@ -1,0 +1,253 @@
+"""The crf_ner component, in the manner of spaCy's own pipeline tests."""
+import copy
+
+import numpy
+import pytest
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import registry
+from thinc.api import fix_random_seed
+
+from conll_crf.component import CRFEntityRecognizer
+from conll_crf.tags import iob_spans
+
+TRAIN_DATA = [
+    ("Peter Blackburn works for the European Commission in Brussels .", [(0, 15, "PER"), (30, 49, "ORG"), (53, 61, "LOC")]),
+    ("EU rejects German call to boycott British lamb .", [(0, 2, "ORG"), (11, 17, "MISC"), (34, 41, "MISC")]),
+    ("U.N. official Ekeus heads for Baghdad .", [(0, 4, "ORG"), (14, 19, "PER"), (30, 37, "LOC")]),
+    ("Germany 's representative to the European Union said on Wednesday .", [(0, 7, "LOC"), (33, 47, "ORG")]),
+]
+
+SMALL_TOK2VEC = {
+    "@architectures": "spacy.HashEmbedCNN.v2",
+    "width": 48,
+    "depth": 2,
+    "embed_size": 1000,
+    "window_size": 1,
+    "maxout_pieces": 3,
+    "subword_features": True,
+    "pretrained_vectors": None,
+}
+
+
+def crf_config(scheme="BIO", architecture="conll_crf.BiLSTMCRF.v1", depth=1):
+    return {
+        "scheme": scheme,
+        "model": {
+            "@architectures": architecture,
+            "hidden_width": 32,
+            "depth": depth,
+            "dropout": 0.0,
+            "tok2vec": SMALL_TOK2VEC,
+        },
+    }
+
+
+def examples(nlp):
+    return [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in TRAIN_DATA]
+
+
+def gold_ents():
+    return [[(text[s:e], label) for s, e, label in ents] for text, ents in TRAIN_DATA]
+
+
+def ents(doc):
+    return [(e.text, e.label_) for e in doc.ents]
+
+
+def train(nlp, n_iter=60):
+    fix_random_seed(0)
+    train_examples = examples(nlp)
+    optimizer = nlp.initialize(get_examples=lambda: train_examples)
+    losses_seen = []
+    for _ in range(n_iter):
+        losses = {}
+        nlp.update(train_examples, sgd=optimizer, losses=losses)
+        losses_seen.append(losses["crf_ner"])
+    return losses_seen
+
+
+@pytest.fixture(scope="module")
+def trained_nlp():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config())
+    train(nlp)
+    return nlp
+
+
+def test_factory_and_entry_points():
+    assert "crf_ner" in registry.factories.get_all()
+    assert registry.architectures.get("conll_crf.BiLSTMCRF.v1")
+    assert registry.architectures.get("conll_crf.BiLSTMSoftmax.v1")
+    assert registry.architectures.get("conll_crf.HashCharEmbed.v1")
+    assert registry.loggers.get("conll_crf.JSONLLogger.v1")
+    meta = Language.get_factory_meta("crf_ner")
+    assert "doc.ents" in meta.assigns and meta.default_score_weights["ents_f"] == 1.0
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("crf_ner")  # the default config builds
+    assert isinstance(pipe, CRFEntityRecognizer)
+
+
+def test_labels_and_bad_scheme():
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("crf_ner")
+    assert pipe.add_label("PER") == 1 and pipe.add_label("PER") == 0
+    assert pipe.tags == ["O", "B-PER", "I-PER"]
+    with pytest.raises(ValueError):
+        spacy.blank("en").add_pipe("crf_ner", config={"scheme": "IOBES"})
+    with pytest.raises(ValueError, match="no entity labels"):
+        spacy.blank("en").add_pipe("crf_ner").initialize(lambda: [Example.from_dict(nlp.make_doc("a b"), {})])
+
+
+@pytest.mark.parametrize("scheme,architecture", [("BIO", "conll_crf.BiLSTMCRF.v1"), ("BILUO", "conll_crf.BiLSTMCRF.v1")])
+def test_overfitting_cpu(scheme, architecture):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config(scheme, architecture))
+    losses = train(nlp)
+    assert losses[-1] < losses[0] / 50
+    assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
+
+
+def test_overfitting_without_lstm():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config(depth=0))
+    train(nlp, n_iter=80)
+    assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
+
+
+def test_overfitting_transformer(tiny_transformer):
+    pytest.importorskip("spacy_transformers")
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "transformer",
+        config={
+            "model": {
+                "@architectures": "spacy-transformers.TransformerModel.v3",
+                "name": tiny_transformer,
+                "tokenizer_config": {"use_fast": True},
+                "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 16, "stride": 12},
+            }
+        },
+    )
+    config = crf_config()
+    config["model"]["tok2vec"] = {
+        "@architectures": "spacy-transformers.TransformerListener.v1",
+        "grad_factor": 1.0,
+        "pooling": {"@layers": "reduce_mean.v1"},
+        "upstream": "*",
+    }
+    nlp.add_pipe("crf_ner", config=config)
+    fix_random_seed(0)
+    train_examples = examples(nlp)
+    optimizer = nlp.initialize(get_examples=lambda: train_examples)
+    optimizer.learn_rate = 0.005
+    first = None
+    for _ in range(80):
+        losses = {}
+        nlp.update(train_examples, sgd=optimizer, losses=losses)
+        first = first if first is not None else losses["crf_ner"]
+    assert losses["crf_ner"] < first / 20
+    assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
+    # a doc longer than the transformer's window (strided spans) still gets entities
+    long_text = " ".join([TRAIN_DATA[0][0]] * 30)
+    doc = nlp(long_text)
+    assert len(doc) == 300 and len(doc.ents) >= 60
+
+
+def test_batch_invariance(trained_nlp):
+    texts = [t for t, _ in TRAIN_DATA] + ["", " ", "Brussels", "A much longer sentence about Peter Blackburn and the EU in Brussels . " * 5]
+    alone = [ents(trained_nlp(t)) for t in texts]
+    for batch_size in (1, 2, 3, 100):
+        assert [ents(d) for d in trained_nlp.pipe(texts, batch_size=batch_size)] == alone
+    assert [ents(d) for d in trained_nlp.pipe(reversed(texts), batch_size=100)] == alone[::-1]
+
+
+def test_predict_does_not_mutate_docs(trained_nlp):
+    pipe = trained_nlp.get_pipe("crf_ner")
+    doc = trained_nlp.make_doc(TRAIN_DATA[0][0])
+    pipe.predict([doc])
+    assert doc.ents == ()
+
+
+def test_round_trips(trained_nlp, tmp_path):
+    texts = [t for t, _ in TRAIN_DATA]
+    before = [ents(d) for d in trained_nlp.pipe(texts)]
+    trained_nlp.to_disk(tmp_path / "nlp")
+    nlp2 = spacy.load(tmp_path / "nlp")
+    assert [ents(d) for d in nlp2.pipe(texts)] == before
+    nlp3 = spacy.blank("en")
+    nlp3.add_pipe("crf_ner", config=crf_config())
+    nlp3.from_bytes(trained_nlp.to_bytes())
+    assert [ents(d) for d in nlp3.pipe(texts)] == before
+    pipe_bytes = trained_nlp.get_pipe("crf_ner").to_bytes()
+    pipe4 = spacy.blank("en").add_pipe("crf_ner", config=crf_config()).from_bytes(pipe_bytes)
+    assert pipe4.labels == trained_nlp.get_pipe("crf_ner").labels
+    # the weights are safetensors, never a pickle
+    weights = (tmp_path / "nlp" / "crf_ner" / "model").read_bytes()
+    assert b'"__metadata__"' in weights  # a safetensors header
+    assert b"PK\x03\x04" not in weights  # no torch.save (zip + pickle) archive
+
+
+def test_empty_whitespace_one_token_and_long_docs(trained_nlp):
+    assert ents(trained_nlp("")) == []
+    docs = list(trained_nlp.pipe(["", "", ""]))
+    assert all(d.ents == () for d in docs)
+    doc = trained_nlp("Peter   Blackburn \n\n Brussels")
+    assert all(not t.is_space for e in doc.ents for t in e)
+    assert len(trained_nlp("Brussels")) == 1
+    words = ("Peter Blackburn works for the European Commission in Brussels .".split()) * 2000
+    long_doc = trained_nlp(Doc(trained_nlp.vocab, words=words))
+    assert len(long_doc) == 20000
+    assert len(long_doc.ents) >= 2000
+
+
+def test_empty_batch_update():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config())
+    train_examples = examples(nlp)
+    optimizer = nlp.initialize(get_examples=lambda: train_examples)
+    pipe = nlp.get_pipe("crf_ner")
+    assert pipe.update([], sgd=optimizer) == {"crf_ner": 0.0}
+    empty = [Example.from_dict(nlp.make_doc(""), {}), Example.from_dict(nlp.make_doc(""), {})]
+    assert pipe.update(empty, sgd=optimizer) == {"crf_ner": 0.0}
+    # empty docs inside a batch with others are fine too
+    losses = pipe.update(train_examples + empty, sgd=optimizer)
+    assert losses["crf_ner"] > 0
+
+
+def test_no_invalid_tag_sequence_ever(trained_nlp):
+    pipe = trained_nlp.get_pipe("crf_ner")
+    # random, untrained-looking inputs: many unseen words
+    rng = numpy.random.default_rng(0)
+    vocab = ["x" * n for n in range(1, 12)] + ["Peter", "EU", "Brussels", "the", "of", "."]
+    docs = [Doc(trained_nlp.vocab, words=[str(w) for w in rng.choice(vocab, size=int(rng.integers(1, 40)))]) for _ in range(200)]
+    for tags in pipe.predict_tags(docs):
+        assert iob_spans(tags)[1] == 0, tags
+
+
+def test_misaligned_gold_is_marginalised():
+    """Gold entities whose boundaries fall inside a predicted token are missing
+    values for those tokens, not errors."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config())
+    doc = nlp.make_doc("EU-wide talks in Brussels")
+    gold = Doc(nlp.vocab, words=["EU", "-", "wide", "talks", "in", "Brussels"], spaces=[False, False, True, True, True, False])
+    gold.ents = [gold.char_span(0, 2, label="ORG"), gold.char_span(17, 25, label="LOC")]
+    eg = Example(doc, gold)
+    optimizer = nlp.initialize(lambda: [eg])
+    losses = nlp.update([eg], sgd=optimizer)
+    assert numpy.isfinite(losses["crf_ner"]) and losses["crf_ner"] > 0
+
+
+def test_softmax_ablation_trains():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config(architecture="conll_crf.BiLSTMSoftmax.v1"))
+    train(nlp)
+    assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
+
+
+def test_scoring(trained_nlp):
+    scores = trained_nlp.evaluate(examples(trained_nlp))
+    assert scores["ents_f"] == 1.0 and set(scores["ents_per_type"]) == {"PER", "ORG", "LOC", "MISC"}
