@@ -1,0 +1,93 @@
+"""End to end: `spacy project run all` on a small CoNLL sample with tiny settings,
+then the packaged wheels installed in a fresh virtual environment (no checkout
+on its path) where `spacy.load("en_conll_crf")` must find entities."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+PROJECT_FILES = ["project.yml", "setup.cfg", "pyproject.toml", "README.md", "configs", "scripts", "components"]
+SENTENCES = [
+    [("U.N.", "I-ORG"), ("official", "O"), ("Ekeus", "I-PER"), ("heads", "O"), ("for", "O"), ("Baghdad", "I-LOC"), (".", "O")],
+    [("Peter", "I-PER"), ("Blackburn", "I-PER"), ("works", "O"), ("in", "O"), ("Brussels", "I-LOC"), (".", "O")],
+    [("EU", "I-ORG"), ("rejects", "O"), ("German", "I-MISC"), ("call", "O"), (".", "O")],
+    [("Ekeus", "I-PER"), ("said", "O"), ("the", "O"), ("U.N.", "I-ORG"), ("met", "O"), ("in", "O"), ("Baghdad", "I-LOC"), (".", "O")],
+]
+TEXT = "U.N. official Ekeus heads for Baghdad."
+
+
+def write_sample(path: Path, n_articles: int) -> None:
+    lines = []
+    for a in range(n_articles):
+        lines += ["-DOCSTART- -X- -X- O", ""]
+        for sent in SENTENCES[a % 2 :] + SENTENCES[: a % 2]:
+            lines += [f"{w} NNP I-NP {t}" for w, t in sent] + [""]
+    path.write_text("\n".join(lines))
+
+
+def run(cmd, cwd, env=None, timeout=900):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_project_all_then_clean_venv_load(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, project / name)
+    data = tmp_path / "conll"
+    data.mkdir()
+    write_sample(data / "eng.train", 12)
+    write_sample(data / "eng.testa", 2)  # no eng.testb: evaluation falls back to dev
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    spacy_run = [sys.executable, "-m", "spacy", "project", "run", "all", ".", "--vars.conll_dir", str(data), "--vars.max_steps", "200"]
+    out = run(spacy_run, project, env).stdout
+    assert "eng.testb is missing" in out
+    gold = json.loads((project / "metrics/cpu_crf/gold_tokens.json").read_text())
+    raw = json.loads((project / "metrics/cpu_crf/raw_text.json").read_text())
+    for scores in (gold, raw):
+        assert set(scores) >= {"ents_p", "ents_r", "ents_f", "ents_per_type", "words_per_second"}
+    assert gold["seqeval_agrees"] and gold["invalid_tag_sequences"] == {"crf_ner": 0}
+    assert gold["ents_f"] > 0.5
+    wheels = sorted(p.name for p in (project / "packages/dist").glob("*.whl"))
+    assert [w.split("-")[0] for w in wheels] == ["en_conll_crf", "spacy_conll_crf"]
+    # a second run skips the up-to-date steps
+    again = run(spacy_run, project, env).stdout
+    assert again.count("Skipping") >= 3
+
+    # the in-process reference prediction
+    import spacy
+
+    expected = [(e.text, e.label_) for e in spacy.load(project / "training/cpu_crf/model-best")(TEXT).ents]
+    assert expected, "the tiny model should find entities in a sentence it was trained on"
+
+    # fresh venv, no system site-packages, no checkout on the path
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    run([str(py), "-m", "pip", "install", "-q", "torch==2.13.0", *map(str, (project / "packages/dist").glob("*.whl"))], tmp_path)
+    code = (
+        "import json, spacy, conll_crf; nlp = spacy.load('en_conll_crf'); doc = nlp(%r); "
+        "print(json.dumps({'file': conll_crf.__file__, 'ents': [[e.text, e.label_] for e in doc.ents], "
+        "'meta': nlp.meta}))" % TEXT
+    )
+    clean_env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    result = json.loads(run([str(py), "-I", "-c", code], tmp_path, clean_env).stdout)
+    assert result["file"].startswith(str(env_dir))
+    assert [tuple(e) for e in result["ents"]] == expected
+    meta = result["meta"]
+    assert meta["name"] == "conll_crf" and any("spacy-conll-crf" in r for r in meta["requirements"])
+    assert "CoNLL-2003" in meta["sources"][0]["name"] and "ents_f" in meta["performance"]
