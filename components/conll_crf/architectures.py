@@ -3,6 +3,7 @@
 change of behaviour gets a new version."""
 from typing import List, Optional, Sequence
 
+from spacy.attrs import IS_SPACE
 from spacy.ml.models import CharacterEmbed, MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
@@ -68,9 +69,8 @@ def _forward(model: Model, inputs, is_train: bool):
         return model.ops.alloc1f(len(docs)), lambda dY: []
     Xs, bp_tok2vec = tok2vec(docs, is_train)
     outside = None
-    if targets is None:
-        xp = model.ops.xp
-        outside = [xp.asarray([t.is_space for t in doc], dtype="float32") for doc in docs]
+    if targets is None:  # whitespace tokens can only be O
+        outside = [model.ops.asarray1f(doc.to_array(IS_SPACE).astype("float32")) for doc in docs]
     Y, bp_head = head((Xs, targets, outside), is_train)
 
     def backprop(dY):

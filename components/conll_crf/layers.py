@@ -143,19 +143,26 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
     Xs, targets, outside = inputs
     ops = model.ops
     lengths = [len(x) for x in Xs]
-    padded = ops.pad(Xs)  # [B, T, D]
-    x = xp2torch(padded, requires_grad=is_train)
+    x = xp2torch(_pad(ops, Xs), requires_grad=is_train)  # [B, T, D]
     lengths_t = torch.tensor(lengths, dtype=torch.long)
     kwargs = {}
     if targets is not None:
-        kwargs["allowed"] = xp2torch(ops.pad(targets)).bool()
+        kwargs["allowed"] = xp2torch(_pad(ops, targets)).bool()
     if outside is not None:
-        kwargs["outside_only"] = xp2torch(ops.pad([o.reshape(-1, 1) for o in outside])).squeeze(2).bool()
+        kwargs["outside_only"] = xp2torch(_pad(ops, [o.reshape(-1, 1) for o in outside])).squeeze(2).bool()
 
     def backprop(d_inputs: ArgsKwargs) -> List[Floats2d]:
         return ops.unpad(torch2xp(d_inputs.args[0]), lengths)
 
     return ArgsKwargs(args=(x, lengths_t), kwargs=kwargs), backprop
+
+
+def _pad(ops, seqs):
+    """Right-pad 2d arrays [n_i, D] into [B, max n_i, D] (zeros)."""
+    out = ops.alloc3f(len(seqs), max(len(x) for x in seqs), seqs[0].shape[1])
+    for i, x in enumerate(seqs):
+        out[i, : len(x)] = x
+    return out
 
 
 def _convert_outputs(model: Model, inputs_outputs, is_train: bool):

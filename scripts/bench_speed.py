@@ -1,0 +1,61 @@
+"""Inference speed of two pipelines on the same corpus, in one run.
+
+    python scripts/bench_speed.py MODEL_A MODEL_B CORPUS [--rounds 3] [--batch-size 64] [--n-batches 20] [--json PATH]
+
+Uses the measuring code of `spacy benchmark speed` (spacy.cli.benchmark_speed:
+warm-up, then words/s per batch on the corpus texts, re-tokenized by each
+pipeline, not shuffled) and alternates A, B, A, B, ... for `rounds` rounds so
+both see the same machine load; reports the mean words/s of each and the
+ratio A / B.
+"""
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import numpy
+import spacy
+from spacy.cli.benchmark_speed import benchmark, warmup
+from spacy.tokens import DocBin
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_a")
+    parser.add_argument("model_b")
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--n-batches", type=int, default=20)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    models = {name: spacy.load(name) for name in (args.model_a, args.model_b)}
+    wps = {name: [] for name in models}
+    for name, nlp in models.items():
+        docs = list(DocBin().from_disk(args.corpus).get_docs(nlp.vocab))
+        warmup(nlp, docs, 1, args.batch_size)
+    docs = {name: list(DocBin().from_disk(args.corpus).get_docs(nlp.vocab)) for name, nlp in models.items()}
+    for r in range(args.rounds):
+        for name, nlp in models.items():
+            sample = benchmark(nlp, docs[name], args.n_batches, args.batch_size, shuffle=False)
+            wps[name].extend(sample.tolist())
+            print(f"round {r + 1}: {name}: {numpy.mean(sample):,.0f} words/s")
+    means = {name: float(numpy.mean(v)) for name, v in wps.items()}
+    ratio = means[args.model_a] / means[args.model_b]
+    for name, mean in means.items():
+        print(f"{name}: mean {mean:,.0f} words/s over {len(wps[name])} batches of {args.batch_size} docs")
+    print(f"ratio {args.model_a} / {args.model_b}: {ratio:.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        out = {
+            "corpus": str(args.corpus),
+            "batch_size": args.batch_size,
+            "words_per_second": means,
+            "ratio_a_over_b": ratio,
+            "machine": f"{platform.machine()}, python {platform.python_version()}",
+        }
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Figures and the error-analysis page from the project's runs.
+
+    python scripts/report.py TRAINING_DIR METRICS_DIR [--runs cpu_crf,cpu_ner,...] [--max-docs 40]
+
+Writes METRICS_DIR/figures/:
+- dev_f1.png: dev ents F1 against training step, one line per run (from each
+  run's log.jsonl, written by conll_crf.JSONLLogger.v1);
+- transitions_<run>.png: the trained CRF transition matrix of each crf_ner run
+  as a labelled heatmap; transitions the BIO constraints forbid are hatched;
+- per_type.png: dev P/R/F per entity type (gold tokens) for each evaluated run;
+and METRICS_DIR/errors_<run>.html: the dev articles where the prediction differs
+from gold, gold and predicted entities side by side (displaCy), differing
+sentences only.
+"""
+import argparse
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy  # noqa: E402
+import spacy  # noqa: E402
+from spacy import displacy  # noqa: E402
+from spacy.tokens import Doc, DocBin  # noqa: E402
+
+
+def read_log(path: Path):
+    steps, f1 = [], []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        scores = rec.get("other_scores") or {}
+        if "ents_f" in scores:
+            steps.append(rec["step"])
+            f1.append(100 * scores["ents_f"])
+    return steps, f1
+
+
+def plot_dev_f1(runs, training: Path, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for run in runs:
+        log = training / run / "log.jsonl"
+        if log.exists():
+            steps, f1 = read_log(log)
+            if steps:
+                ax.plot(steps, f1, marker="o", markersize=3, label=f"{run} (best {max(f1):.2f})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("dev ents F1 (%)")
+    ax.set_ylim(bottom=70)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("CoNLL-2003 dev (eng.testa), raw-text evaluation during training")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_transitions(model_dir: Path, out: Path) -> bool:
+    from conll_crf.layers import torch_module
+
+    nlp = spacy.load(model_dir)
+    pipe = next((p for _, p in nlp.pipeline if hasattr(p, "predict_tags")), None)
+    if pipe is None or pipe.model.attrs.get("decoder") != "crf":
+        return False
+    crf = torch_module(pipe.model.get_ref("output_layer")).crf
+    tags = pipe.tags
+    trans = crf.transitions.detach().cpu().numpy()
+    allowed = crf.allowed.cpu().numpy()
+    shown = numpy.where(allowed, trans, numpy.nan)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    lim = numpy.nanmax(numpy.abs(shown))
+    im = ax.imshow(shown, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    for i, j in zip(*numpy.where(~allowed)):
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", edgecolor="0.6", linewidth=0))
+    ax.set_xticks(range(len(tags)), tags, rotation=60, ha="right")
+    ax.set_yticks(range(len(tags)), tags)
+    ax.set_xlabel("to tag")
+    ax.set_ylabel("from tag")
+    ax.set_title(f"CRF transition scores ({model_dir.parent.name}); hatched: forbidden")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_per_type(runs, metrics: Path, out: Path) -> None:
+    data = {}
+    for run in runs:
+        path = metrics / run / "gold_tokens.json"
+        if path.exists():
+            data[run] = json.loads(path.read_text())["ents_per_type"]
+    if not data:
+        return
+    types = sorted({t for d in data.values() for t in d})
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
+    width = 0.8 / len(data)
+    for k, (metric, name) in enumerate([("p", "precision"), ("r", "recall"), ("f", "F1")]):
+        ax = axes[k]
+        for i, (run, per_type) in enumerate(data.items()):
+            values = [100 * per_type.get(t, {}).get(metric, 0.0) for t in types]
+            ax.bar(numpy.arange(len(types)) + i * width, values, width, label=run)
+        ax.set_xticks(numpy.arange(len(types)) + width * (len(data) - 1) / 2, types)
+        ax.set_title(f"dev {name} (%)")
+        ax.set_ylim(60, 100)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def error_page(model_dir: Path, corpus: Path, out: Path, max_docs: int) -> int:
+    nlp = spacy.load(model_dir)
+    refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
+    inputs = [Doc(nlp.vocab, words=[t.text for t in r], spaces=[bool(t.whitespace_) for t in r]) for r in refs]
+    rows, n_diff = [], 0
+    colors = {"PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "MISC": "#e4e7d2"}
+    for ref, pred in zip(refs, nlp.pipe(inputs)):
+        gold_set = {(e.start, e.end, e.label_) for e in ref.ents}
+        pred_set = {(e.start, e.end, e.label_) for e in pred.ents}
+        if gold_set == pred_set:
+            continue
+        n_diff += 1
+        if len(rows) >= max_docs:
+            continue
+        for sent in ref.sents:
+            g = {x for x in gold_set if sent.start <= x[0] < sent.end}
+            p = {x for x in pred_set if sent.start <= x[0] < sent.end}
+            if g == p:
+                continue
+            gold_html = displacy.render(ref[sent.start : sent.end].as_doc(), style="ent", options={"colors": colors})
+            pred_html = displacy.render(pred[sent.start : sent.end].as_doc(), style="ent", options={"colors": colors})
+            missed = ", ".join(f"{ref[s:e].text} [{label}]" for s, e, label in sorted(g - p)) or "-"
+            spurious = ", ".join(f"{pred[s:e].text} [{label}]" for s, e, label in sorted(p - g)) or "-"
+            rows.append(
+                f"<tr><td>{gold_html}</td><td>{pred_html}</td>"
+                f"<td class='d'>missed: {html.escape(missed)}<br>spurious: {html.escape(spurious)}</td></tr>"
+            )
+    out.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Errors: "
+        f"{html.escape(str(model_dir))}</title><style>body{{font-family:sans-serif}} td{{vertical-align:top;"
+        "border-bottom:1px solid #ddd;padding:4px;width:40%}} td.d{{width:20%;font-size:12px}}</style></head><body>"
+        f"<h2>{html.escape(str(model_dir))} on {html.escape(str(corpus))}: {n_diff} of {len(refs)} articles differ "
+        f"from gold (first {max_docs} shown, differing sentences only)</h2>"
+        "<table><tr><th>gold</th><th>predicted</th><th>difference</th></tr>" + "".join(rows) + "</table></body></html>"
+    )
+    return n_diff
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("training", type=Path)
+    parser.add_argument("metrics", type=Path)
+    parser.add_argument("--runs", default="cpu_crf,cpu_ner,cpu_softmax,trf_crf,trf_ner")
+    parser.add_argument("--corpus", type=Path, default=Path("corpus/dev.spacy"))
+    parser.add_argument("--max-docs", type=int, default=40)
+    args = parser.parse_args()
+    runs = [r for r in args.runs.split(",") if (args.training / r).exists()]
+    figures = args.metrics / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    plot_dev_f1(runs, args.training, figures / "dev_f1.png")
+    plot_per_type(runs, args.metrics, figures / "per_type.png")
+    for run in runs:
+        model = args.training / run / "model-best"
+        if model.exists() and plot_transitions(model, figures / f"transitions_{run}.png"):
+            print(f"wrote {figures / f'transitions_{run}.png'}")
+        if model.exists() and run.endswith("_crf") and args.corpus.exists():
+            n = error_page(model, args.corpus, args.metrics / f"errors_{run}.html", args.max_docs)
+            print(f"wrote {args.metrics / f'errors_{run}.html'} ({n} articles differ)")
+    print(f"wrote {figures / 'dev_f1.png'}, {figures / 'per_type.png'}")
+
+
+if __name__ == "__main__":
+    main()
