@@ -4,7 +4,8 @@
         [--max-steps N] [--train corpus/train.spacy] [--dev corpus/dev.spacy] [overrides ...]
 
 Sets paths.train/dev, paths.log (OUTPUT_DIR/log.jsonl) and, for configs with a
-transformer, paths.transformer; --max-steps N > 0 overrides training.max_steps.
+transformer, paths.transformer (and mixed precision when training on a GPU);
+--max-steps N > 0 overrides training.max_steps.
 Extra `--section.key value` arguments are passed on as config overrides.
 Writes OUTPUT_DIR/train_meta.json with the wall time and the overrides used.
 """
@@ -33,6 +34,8 @@ def main() -> None:
     overrides = {"paths.train": args.train, "paths.dev": args.dev, "paths.log": str(args.output / "log.jsonl")}
     if "transformer" in config["paths"] and args.transformer:
         overrides["paths.transformer"] = args.transformer
+    if "mixed_precision" in config["system"] and args.gpu_id >= 0:
+        overrides["system.mixed_precision"] = True  # fp16 autocast on CUDA; off on CPU
     if args.max_steps > 0:
         overrides["training.max_steps"] = args.max_steps
     overrides.update(parse_config_overrides(extra))

@@ -115,7 +115,7 @@ def _log_z(alphas: Tensor, offsets: Tensor, end: Tensor, lengths: Tensor) -> Ten
     T, B, K = alphas.shape
     last = (lengths - 1).clamp(min=0)
     final = alphas.gather(0, last.view(1, B, 1).expand(1, B, K)).squeeze(0) + end
-    upto = torch.arange(T, device=alphas.device).unsqueeze(1) <= last.unsqueeze(0)  # [T, B]
+    upto = last.unsqueeze(0) >= torch.arange(T, device=alphas.device).unsqueeze(1)  # [T, B]
     shift = torch.where(upto, offsets, torch.zeros_like(offsets)).sum(0)
     log_z = torch.logsumexp(final, dim=1) + shift
     return torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
@@ -183,11 +183,16 @@ def _scaled_plan(em: Tensor, trans: Tensor, start: Tensor, end: Tensor) -> int:
     K = em.size(2)
     em = em.detach()
     em_range = (em.amax(2) - em.amin(2)).max()
-    if not bool(torch.isfinite(em_range)):  # impossible tags (-inf): range over the finite ones
-        em_range = _finite_range(em, dim=2).max()
-    spread = em_range + _finite_range(trans.detach())
-    ends = _finite_range(start.detach()) + _finite_range(end.detach())
-    spread, ends = float(spread), float(ends)  # the sync
+    params = torch.cat([trans.detach().flatten(), start.detach(), end.detach()])
+    finite = torch.isfinite(params)
+    p_range = params.max() - torch.where(finite, params, float("inf")).min()
+    em_range, p_range = torch.stack([em_range.float(), p_range.float()]).tolist()  # the one sync
+    if not math.isfinite(em_range):  # impossible tags (-inf): range over the finite emissions
+        em_range = float(_finite_range(em, dim=2).max())
+    if not math.isfinite(p_range):
+        p_range = 0.0
+    # start and end weights are counted with the transitions (a conservative bound)
+    spread, ends = em_range + p_range, 2 * p_range
     if 2 * spread + ends >= MAX_SCALED_SPREAD:
         return 0
     per_step = spread + math.log(K) + 1.0
@@ -196,8 +201,7 @@ def _scaled_plan(em: Tensor, trans: Tensor, start: Tensor, end: Tensor) -> int:
 
 def _exp_shifted(x: Tensor, dim=None) -> Tuple[Tensor, Tensor]:
     """(exp(x - max), max) with the max over `dim` (all if None); -inf rows give max 0."""
-    m = x.amax(dim, keepdim=True) if dim is not None else x.max()
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    m = (x.amax(dim, keepdim=True) if dim is not None else x.max()).clamp(min=-1e300)
     return torch.exp(x - m), m
 
 
@@ -247,7 +251,7 @@ def _align(x: Tensor, lengths: Tensor, to_end: bool) -> Tensor:
     T, K, B = x.shape
     ar = torch.arange(T, device=x.device).unsqueeze(1)
     shift = (T - lengths).unsqueeze(0)
-    idx = (ar - shift) % T if to_end else (ar + shift) % T  # [T, B]
+    idx = (shift.neg() + ar) % T if to_end else (shift + ar) % T  # [T, B] (the [1, B] operand first: faster broadcast on CPU)
     return x.gather(0, idx.unsqueeze(1).expand(T, K, B))
 
 
@@ -421,9 +425,9 @@ class LinearChainCRF(nn.Module):
 
     def _params(self, dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
         """Transition scores with disallowed entries at -inf, in ``dtype``."""
-        trans = self.transitions.to(dtype).masked_fill(~self.allowed, NEG_INF)
-        start = self.start_transitions.to(dtype).masked_fill(~self.allowed_start, NEG_INF)
-        end = self.end_transitions.to(dtype).masked_fill(~self.allowed_end, NEG_INF)
+        trans = torch.where(self.allowed, self.transitions.to(dtype), NEG_INF)
+        start = torch.where(self.allowed_start, self.start_transitions.to(dtype), NEG_INF)
+        end = torch.where(self.allowed_end, self.end_transitions.to(dtype), NEG_INF)
         return trans, start, end
 
     def _prepare(self, emissions: Tensor, mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
@@ -439,9 +443,12 @@ class LinearChainCRF(nn.Module):
     def log_partition(self, emissions: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """log Z [B] over all (allowed) paths; 0 for empty sequences."""
         em, mask = self._prepare(emissions, mask)
+        return self._log_partition(em, mask, self._params(em.dtype))
+
+    def _log_partition(self, em: Tensor, mask: Tensor, params: Tuple[Tensor, Tensor, Tensor]) -> Tensor:
         if em.size(1) == 0:
             return em.new_zeros(em.size(0))
-        trans, start, end = self._params(em.dtype)
+        trans, start, end = params
         every = _scaled_plan(em, trans, start, end)
         if every:
             return _ScaledLogPartition.apply(em, trans, start, end, mask, every)
@@ -449,38 +456,45 @@ class LinearChainCRF(nn.Module):
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None, check: bool = True) -> Tensor:
         """Score [B] of the tag paths ``tags`` [B, T] (long; values at padding ignored).
-        With ``check`` a path through a disallowed transition raises ValueError."""
+        With ``check`` a tag out of range, or a path through a disallowed
+        transition, first or last tag, raises ValueError (one host sync)."""
         em, mask = self._prepare(emissions, mask)
+        return self._score(em, tags, mask, self._params(em.dtype), check)
+
+    def _score(self, em: Tensor, tags: Tensor, mask: Tensor, params, check: bool) -> Tensor:
         B, T, K = em.shape
         if tags.shape != (B, T):
             raise ValueError(f"tags must be [B, T] = {(B, T)}, got {tuple(tags.shape)}")
         if T == 0:
             return em.new_zeros(B)
+        trans, start, end = params
         tags = tags.long().masked_fill(~mask, 0)
-        if check and bool(((tags < 0) | (tags >= K)).any()):
-            raise ValueError(f"tags must be in [0, {K}) at unmasked positions")
-        trans, start, end = self._params(em.dtype)
+        out_of_range = (tags < 0) | (tags >= K)
+        tags = tags.clamp(0, K - 1)
         lengths = _lengths(mask)
         nonempty = lengths > 0
         s = em.gather(2, tags.unsqueeze(2)).squeeze(2).sum(1)  # padding emissions are 0
-        s = s + torch.where(nonempty, start[tags[:, 0]], torch.zeros_like(s))
+        s = s + torch.where(nonempty, start[tags[:, 0]], 0.0)
         if T > 1:
-            step = trans[tags[:, :-1], tags[:, 1:]]
-            s = s + torch.where(mask[:, 1:], step, torch.zeros_like(step)).sum(1)
+            s = s + torch.where(mask[:, 1:], trans[tags[:, :-1], tags[:, 1:]], 0.0).sum(1)
         last_tag = tags.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-        s = s + torch.where(nonempty, end[last_tag], torch.zeros_like(s))
-        if check and bool(torch.isinf(s).any()):
-            bad = torch.nonzero(torch.isinf(s)).flatten().tolist()
-            raise ValueError(
-                f"gold tag path of sequence(s) {bad} uses a transition, first tag or last tag "
-                f"that the CRF's constraints forbid (e.g. O followed by I-X in BIO)"
-            )
+        s = s + torch.where(nonempty, end[last_tag], 0.0)
+        if check:
+            bad_range, bad_path = torch.stack([out_of_range.any(1), torch.isinf(s)]).cpu().unbind(0)  # the one sync
+            if bool(bad_range.any()):
+                raise ValueError(f"tags must be in [0, {K}) at unmasked positions (sequences {bad_range.nonzero().flatten().tolist()})")
+            if bool(bad_path.any()):
+                raise ValueError(
+                    f"gold tag path of sequence(s) {bad_path.nonzero().flatten().tolist()} uses a transition, "
+                    f"first tag or last tag that the CRF's constraints forbid (e.g. O followed by I-X in BIO)"
+                )
         return s
 
     def nll(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """Negative log-likelihood [B] of the gold paths: log Z - score."""
         em, mask = self._prepare(emissions, mask)
-        return self.log_partition(em, mask) - self.score(em, tags, mask)
+        params = self._params(em.dtype)
+        return self._log_partition(em, mask, params) - self._score(em, tags, mask, params, True)
 
     def partial_nll(self, emissions: Tensor, allowed_tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """NLL [B] of partially annotated sequences: ``allowed_tags`` [B, T, K] bool
@@ -540,7 +554,7 @@ class LinearChainCRF(nn.Module):
         best_score, best_last = self._viterbi_final(scores, end, last)
         # position t-1 takes argmax_i(score_{t-1}(i) + trans(i, tag_t)) while
         # t <= last; above a sequence's last position it carries its best last tag.
-        reaches = (torch.arange(T, device=em.device).unsqueeze(1) <= last.unsqueeze(0)).unbind(0)
+        reaches = (last.unsqueeze(0) >= torch.arange(T, device=em.device).unsqueeze(1)).unbind(0)
         o_list[T - 1].copy_(best_last)
         for t in range(T - 1, 0, -1):
             prev = (s_out[t - 1] + trans.index_select(1, o_list[t])).max(dim=0).indices
