@@ -154,6 +154,12 @@ def test_overfitting_transformer(tiny_transformer):
     long_text = " ".join([TRAIN_DATA[0][0]] * 30)
     doc = nlp(long_text)
     assert len(doc) == 300 and len(doc.ents) >= 60
+    # batch invariance and a bytes round trip, transformer included
+    texts = [t for t, _ in TRAIN_DATA] + [long_text, ""]
+    alone = [ents(nlp(t)) for t in texts]
+    assert [ents(d) for d in nlp.pipe(texts, batch_size=100)] == alone
+    nlp2 = spacy.util.load_model_from_config(nlp.config).from_bytes(nlp.to_bytes())
+    assert [ents(d) for d in nlp2.pipe(texts)] == alone
 
 
 def test_batch_invariance(trained_nlp):

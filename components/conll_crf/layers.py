@@ -158,10 +158,13 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
 
 
 def _pad(ops, seqs):
-    """Right-pad 2d arrays [n_i, D] into [B, max n_i, D] (zeros)."""
-    out = ops.alloc3f(len(seqs), max(len(x) for x in seqs), seqs[0].shape[1])
+    """Right-pad 2d arrays [n_i, D] into [B, max n_i, D] (zeros). Empty arrays
+    may have any width (a transformer listener gives (0, 0) for an empty doc)."""
+    width = max(x.shape[1] for x in seqs)
+    out = ops.alloc3f(len(seqs), max(len(x) for x in seqs), width)
     for i, x in enumerate(seqs):
-        out[i, : len(x)] = x
+        if len(x):
+            out[i, : len(x)] = x
     return out
 
 
