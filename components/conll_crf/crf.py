@@ -273,44 +273,39 @@ class _ScaledLogPartition(torch.autograd.Function):
         F, fmax = _exp_shifted(end.to(work))
         P = P.contiguous()
         alphas, log_c = _scaled_forward(P, E, S, every)
-        valid = mask.t()  # [T, B]
+        valid = mask.t().to(work)  # [T, B]
         a_last = alphas.gather(0, last.view(1, 1, B).expand(1, K, B)).squeeze(0)  # [K, B]
         log_z = (
-            torch.where(valid, log_c + m.squeeze(1), torch.zeros_like(log_c)).sum(0)
+            ((log_c + m.squeeze(1)) * valid).sum(0)  # padding: emissions 0 so m = 0, c = 1
             + torch.log((a_last * F.unsqueeze(1)).sum(0))
             + last.to(work) * tmax
             + smax
             + fmax
         )
-        log_z = torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
-        ctx.save_for_backward(P, E, F, alphas, log_c, mask)
+        log_z = torch.where(lengths > 0, log_z, 0.0)
+        ctx.save_for_backward(P, E, F, alphas, log_c, valid, lengths)
         ctx.dtypes = (dtype, trans.dtype)
         ctx.every = every
         return log_z.to(dtype)
 
     @staticmethod
     def backward(ctx, grad_log_z):
-        P, E, F, alphas, log_c, mask = ctx.saved_tensors
+        P, E, F, alphas, log_c, valid, lengths = ctx.saved_tensors
         dtype, pdtype = ctx.dtypes
         T, K, B = P.shape
-        lengths = _lengths(mask)
         last = (lengths - 1).clamp(min=0)
         betas = _align(_scaled_backward(_align(P, lengths, True).contiguous(), E, F, ctx.every), lengths, False)
-        valid = mask.t().unsqueeze(1).to(P.dtype)  # [T, 1, B]
-        g = grad_log_z.to(P.dtype).view(1, 1, B)
         ab = alphas * betas
-        d = ab.sum(1, keepdim=True)  # [T, 1, B]
-        # d log Z / d em = marginals = alpha * beta / d, times the incoming gradient; 0 on padding
-        g_marg = ab.mul_((valid * g) / d)  # [T, K, B], overwrites ab
+        # marginals = alpha * beta / d; scale = incoming gradient / d, 0 on padding
+        scale = (valid * grad_log_z.to(P.dtype)).unsqueeze(1) / ab.sum(1, keepdim=True)  # [T, 1, B]
+        g_marg = ab.mul_(scale)  # [T, K, B]: d log Z / d em times the gradient
         g_em = g_marg.permute(2, 0, 1)
         g_start = g_marg[0].sum(1)
         g_end = g_marg.gather(0, last.view(1, 1, B).expand(1, K, B)).squeeze(0).sum(1)
         if T > 1:
             # xi_t(i, j) = alpha_t(i) E(i, j) P_{t+1}(j) beta_{t+1}(j) / (c_{t+1} d_{t+1})
-            pb = P[1:] * betas[1:]  # [T-1, K, B]
-            w = (valid[1:] * g) / (torch.exp(log_c[1:]).unsqueeze(1) * d[1:])
-            u = (alphas[:-1] * w).permute(1, 0, 2).reshape(K, -1)
-            v = pb.permute(1, 0, 2).reshape(K, -1)
+            u = (alphas[:-1] * (scale[1:] / torch.exp(log_c[1:]).unsqueeze(1))).permute(1, 0, 2).reshape(K, -1)
+            v = (P[1:] * betas[1:]).permute(1, 0, 2).reshape(K, -1)
             g_trans = E * (u @ v.t())
         else:
             g_trans = torch.zeros_like(E)
