@@ -150,6 +150,56 @@ def error_page(model_dir: Path, corpus: Path, out: Path, max_docs: int) -> int:
     return n_diff
 
 
+ENCODERS = {
+    "cpu_crf": "hash + char tok2vec (CPU)",
+    "cpu_ner": "hash + char tok2vec (CPU)",
+    "cpu_softmax": "hash + char tok2vec (CPU)",
+    "trf_crf": "transformer",
+    "trf_ner": "transformer",
+}
+HEADS = {"crf": "BiLSTM-CRF (ours)", "ner": "spaCy ner (transition-based)", "softmax": "BiLSTM-softmax (ablation)"}
+
+
+def _time_v_wall(path: Path) -> str:
+    """Wall time from a `/usr/bin/time -v` report at the end of a training log."""
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            if "Elapsed (wall clock)" in line:
+                parts = [float(x) for x in line.rsplit(" ", 1)[1].split(":")]
+                return f"{sum(x * 60**i for i, x in enumerate(reversed(parts))) / 60:.0f} min"
+    return "?"
+
+
+def results_table(runs, training: Path, metrics: Path) -> str:
+    """A markdown table of every evaluated run, from the files the runs wrote."""
+    rows = [
+        "| run | encoder | head | dev P | dev R | dev F | F raw text | PER F | LOC F | ORG F | MISC F | invalid seqs | train steps | train wall | words/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        gold_path = metrics / run / "gold_tokens.json"
+        if not gold_path.exists():
+            continue
+        gold = json.loads(gold_path.read_text())
+        raw_path = metrics / run / "raw_text.json"
+        raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+        meta_path = training / run / "train_meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        log = training / run / "log.jsonl"
+        steps = read_log(log)[0][-1] if log.exists() and read_log(log)[0] else "?"
+        per = gold["ents_per_type"]
+        invalid = sum(gold.get("invalid_tag_sequences", {}).values()) if gold.get("invalid_tag_sequences") else "0 (by construction)"
+        wall = f"{meta['wall_seconds'] / 60:.0f} min" if "wall_seconds" in meta else _time_v_wall(training / run / "train.log")
+        pct = lambda x: f"{100 * x:.2f}"  # noqa: E731
+        rows.append(
+            f"| {run} | {ENCODERS.get(run, '?')} | {HEADS.get(run.split('_')[-1], '?')} | {pct(gold['ents_p'])} | "
+            f"{pct(gold['ents_r'])} | **{pct(gold['ents_f'])}** | {pct(raw['ents_f']) if raw else '?'} | "
+            + " | ".join(pct(per[t]["f"]) if t in per else "-" for t in ("PER", "LOC", "ORG", "MISC"))
+            + f" | {invalid} | {steps} | {wall} | {gold['words_per_second']:,.0f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("training", type=Path)
@@ -170,7 +220,8 @@ def main() -> None:
         if model.exists() and run.endswith("_crf") and args.corpus.exists():
             n = error_page(model, args.corpus, args.metrics / f"errors_{run}.html", args.max_docs)
             print(f"wrote {args.metrics / f'errors_{run}.html'} ({n} articles differ)")
-    print(f"wrote {figures / 'dev_f1.png'}, {figures / 'per_type.png'}")
+    (args.metrics / "results.md").write_text(results_table(runs, args.training, args.metrics))
+    print(f"wrote {figures / 'dev_f1.png'}, {figures / 'per_type.png'}, {args.metrics / 'results.md'}")
 
 
 if __name__ == "__main__":
