@@ -173,7 +173,7 @@ def _time_v_wall(path: Path) -> str:
 def results_table(runs, training: Path, metrics: Path) -> str:
     """A markdown table of every evaluated run, from the files the runs wrote."""
     rows = [
-        "| run | encoder | head | dev P | dev R | dev F | F raw text | PER F | LOC F | ORG F | MISC F | invalid seqs | train steps | train wall | words/s |",
+        "| run | encoder | head | dev P | dev R | dev F | F raw text | PER F | LOC F | ORG F | MISC F | invalid seqs | train steps | train wall | words/s (evaluate run) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
@@ -187,12 +187,17 @@ def results_table(runs, training: Path, metrics: Path) -> str:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         log = training / run / "log.jsonl"
         steps = read_log(log)[0][-1] if log.exists() and read_log(log)[0] else "?"
+        encoder = ENCODERS.get(run, "?")
+        name = meta.get("overrides", {}).get("paths.transformer")
+        if name and encoder == "transformer":
+            path = Path(name)
+            encoder = f"transformer: {path.parent.name if path.name == 'model' else path.name}"
         per = gold["ents_per_type"]
         invalid = sum(gold.get("invalid_tag_sequences", {}).values()) if gold.get("invalid_tag_sequences") else "0 (by construction)"
         wall = f"{meta['wall_seconds'] / 60:.0f} min" if "wall_seconds" in meta else _time_v_wall(training / run / "train.log")
         pct = lambda x: f"{100 * x:.2f}"  # noqa: E731
         rows.append(
-            f"| {run} | {ENCODERS.get(run, '?')} | {HEADS.get(run.split('_')[-1], '?')} | {pct(gold['ents_p'])} | "
+            f"| {run} | {encoder} | {HEADS.get(run.split('_')[-1], '?')} | {pct(gold['ents_p'])} | "
             f"{pct(gold['ents_r'])} | **{pct(gold['ents_f'])}** | {pct(raw['ents_f']) if raw else '?'} | "
             + " | ".join(pct(per[t]["f"]) if t in per else "-" for t in ("PER", "LOC", "ORG", "MISC"))
             + f" | {invalid} | {steps} | {wall} | {gold['words_per_second']:,.0f} |"
