@@ -1,5 +1,4 @@
 """The crf_ner component, in the manner of spaCy's own pipeline tests."""
-import copy
 
 import numpy
 import pytest

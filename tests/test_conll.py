@@ -3,7 +3,6 @@ the Hugging Face route, exact counts on the shared data, DocBin round trips."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from spacy.tokens import DocBin
@@ -84,7 +83,7 @@ VARIANTS = {
     "iobes": to_scheme(IOB1, "E", "S"),
     "docstart-X-X-O": IOB1.replace("-DOCSTART- -X- O O", "-DOCSTART- -X- -X- O"),
     "docstart-2col": two_columns(IOB1).replace("-DOCSTART- -X- O O", "-DOCSTART- O"),
-    "no-leading-docstart": IOB1.split("\n", 2)[2] .replace("BRUSSELS", "BRUSSELS", 1),
+    "no-leading-docstart": IOB1.split("\n", 2)[2],
     "crlf": IOB1.replace("\n", "\r\n"),
     "bom": "\ufeff" + IOB1,
     "blank-runs": IOB1.replace("\n\n", "\n\n\n\n"),

@@ -14,7 +14,6 @@ from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
-from spacy.util import registry
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 
@@ -98,7 +97,7 @@ class CRFEntityRecognizer(TrainablePipe):
         return build_tags(self.labels, self.cfg["scheme"])
 
     def add_label(self, label: str) -> int:
-        if not isinstance(label, str) or not label or "-" in label and label.split("-")[0] in "BILU":
+        if not isinstance(label, str) or not label or ("-" in label and label.split("-")[0] in ("B", "I", "L", "U")):
             raise ValueError(f"[crf_ner] invalid entity label {label!r}")
         if label in self.cfg["labels"]:
             return 0
