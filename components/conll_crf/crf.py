@@ -330,7 +330,7 @@ class _LogPartition(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_log_z):
         em, trans, start, end, mask, alphas = ctx.saved_tensors
-        marg, pair = _marginals(em, trans, end, mask, alphas, with_pairs=True)
+        marg, pair = _marginals(em, trans, end, mask, alphas)
         g = grad_log_z.to(marg.dtype)
         g_em = marg * g.view(-1, 1, 1)
         g_trans = torch.einsum("btij,b->ij", pair, g) if pair is not None else torch.zeros_like(trans)
@@ -347,8 +347,8 @@ class _LogPartition(torch.autograd.Function):
         return g_em, g_trans, g_start, g_end, None
 
 
-def _marginals(em, trans, end, mask, alphas, with_pairs=False):
-    """Unary marginals [B, T, K] (0 on padding) and, when asked, pairwise
+def _marginals(em, trans, end, mask, alphas):
+    """Unary marginals [B, T, K] (0 on padding) and pairwise (None when T < 2)
     marginals [B, T-1, K, K] of (tag i at t, tag j at t+1), 0 on padding.
     Each is normalised per position (softmax), so the per-sequence constants
     of renormalised alphas and betas cancel exactly."""
@@ -363,7 +363,7 @@ def _marginals(em, trans, end, mask, alphas, with_pairs=False):
     alphas_b = alphas.transpose(0, 1)  # [B, T, K]
     marg = torch.softmax(alphas_b + betas, dim=2)
     marg = torch.where(mask.unsqueeze(2), marg, torch.zeros_like(marg))
-    if not with_pairs or T < 2:
+    if T < 2:
         return marg, None
     # xi[b, t, i, j] ~ exp(alpha_t(i) + trans(i, j) + em_{t+1}(j) + beta_{t+1}(j)), normalised over (i, j)
     right = (em[:, 1:] + betas[:, 1:]).unsqueeze(2)  # [B, T-1, 1, K]
