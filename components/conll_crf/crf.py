@@ -138,13 +138,6 @@ def _backward_betas(em_rev: Tensor, trans: Tensor, end: Tensor) -> Tensor:
     return betas
 
 
-def _end_align_index(lengths: Tensor, T: int) -> Tensor:
-    """Index [B, T] that moves each right-padded sequence to end at T-1:
-    aligned[b, t] = original[b, (t - (T - len_b)) mod T]."""
-    ar = torch.arange(T, device=lengths.device)
-    return (ar.unsqueeze(0) - (T - lengths).unsqueeze(1)) % T
-
-
 # --- fast path: scaled probability space -------------------------------------------------
 #
 # With P_t = exp(e_t - max_j e_t) and E = exp(transitions - max), the forward
@@ -245,14 +238,16 @@ def _scaled_backward(P_rev: Tensor, E: Tensor, F: Tensor, every: int) -> Tensor:
     return betas
 
 
-def _align(x: Tensor, lengths: Tensor, to_end: bool) -> Tensor:
-    """Shift each sequence of x [T, K, B] along time: right-padded -> end-aligned
-    (to_end) or back."""
-    T, K, B = x.shape
+def _align(x: Tensor, lengths: Tensor, to_end: bool, batch_dim: int = 2) -> Tensor:
+    """Shift each sequence of time-major x ([T, K, B], or [T, B, K] with
+    batch_dim=1) along time: right-padded -> end-aligned (to_end) or back."""
+    T = x.size(0)
     ar = torch.arange(T, device=x.device).unsqueeze(1)
     shift = (T - lengths).unsqueeze(0)
     idx = (shift.neg() + ar) % T if to_end else (shift + ar) % T  # [T, B] (the [1, B] operand first: faster broadcast on CPU)
-    return x.gather(0, idx.unsqueeze(1).expand(T, K, B))
+    shape = [T, 1, 1]
+    shape[batch_dim] = x.size(batch_dim)
+    return x.gather(0, idx.view(shape).expand_as(x))
 
 
 class _ScaledLogPartition(torch.autograd.Function):
@@ -354,12 +349,9 @@ def _marginals(em, trans, end, mask, alphas):
     of renormalised alphas and betas cancel exactly."""
     B, T, K = em.shape
     lengths = _lengths(mask)
-    idx = _end_align_index(lengths, T)  # [B, T]
-    em_rev = em.gather(1, idx.unsqueeze(2).expand(B, T, K)).transpose(0, 1).contiguous()
-    betas_rev = _backward_betas(em_rev, trans, end)  # [T, B, K], end-aligned
-    # back to right-padded layout: original position t sits at (t + T - len) mod T
-    inv = (torch.arange(T, device=em.device).unsqueeze(0) + (T - lengths).unsqueeze(1)) % T
-    betas = betas_rev.transpose(0, 1).gather(1, inv.unsqueeze(2).expand(B, T, K))  # [B, T, K]
+    em_rev = _align(em.transpose(0, 1), lengths, True, batch_dim=1).contiguous()  # [T, B, K], end-aligned
+    betas_rev = _backward_betas(em_rev, trans, end)
+    betas = _align(betas_rev, lengths, False, batch_dim=1).transpose(0, 1)  # [B, T, K], right-padded
     alphas_b = alphas.transpose(0, 1)  # [B, T, K]
     marg = torch.softmax(alphas_b + betas, dim=2)
     marg = torch.where(mask.unsqueeze(2), marg, torch.zeros_like(marg))
