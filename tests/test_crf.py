@@ -135,6 +135,34 @@ def test_parameter_gradients_match_autograd(constrained, K, recursion):
         assert torch.allclose(g, r, atol=1e-6)
 
 
+@pytest.mark.parametrize("constrained,K", CASES)
+def test_nll_gradients_match_autograd(constrained, K, recursion):
+    """The fused NLL (hand-written backward for log Z and the gold path) equals
+    autograd through brute-force log Z minus an autograd gold score, for the
+    emissions and every CRF parameter, on a ragged batch with an empty sequence."""
+    crf = make_crf(K, constrained, seed=7)
+    lengths = [4, 0, 1, 3]
+    em, mask = ragged(len(lengths), 4, K, lengths, seed=8)
+    em.requires_grad_(True)
+    gold = torch.zeros(len(lengths), 4, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        if n:
+            gold[b, :n] = torch.tensor(max(all_paths(crf, em[b].detach(), n), key=lambda p: p[1].item())[0])
+    params = [em, crf.transitions, crf.start_transitions, crf.end_transitions]
+    weights = torch.tensor([1.0, 2.0, -0.5, 3.0], dtype=torch.float64)  # distinct per-sequence upstream gradients
+    nll = crf.nll(em, gold, mask)
+    grads = torch.autograd.grad((nll * weights).sum(), params)
+    ref = 0.0
+    for b, n in enumerate(lengths):
+        if n:
+            scores = torch.stack([s for _, s in all_paths(crf, em[b], n)])
+            ref = ref + weights[b] * (torch.logsumexp(scores, 0) - crf.score(em[b : b + 1, :n], gold[b : b + 1, :n])[0])
+    ref_grads = torch.autograd.grad(ref, params)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-6)
+    assert torch.allclose(nll.detach()[1], torch.zeros((), dtype=nll.dtype))
+
+
 def worked_crf(transitions, start_row=0, stop_col=1):
     t = torch.tensor(transitions, dtype=torch.float64)
     K = t.size(0)

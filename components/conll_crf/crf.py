@@ -138,20 +138,221 @@ def _backward_betas(em_rev: Tensor, trans: Tensor, end: Tensor) -> Tensor:
     return betas
 
 
-# --- fast path: scaled probability space -------------------------------------------------
+# --- scaled probability space (the default) ------------------------------------------------
 #
 # With P_t = exp(e_t - max_j e_t) and E = exp(transitions - max), the forward
-# recursion is a matrix product per step, renormalised to sum 1:
+# recursion is a matrix product per step, renormalised every few steps:
 #   alpha_t = (E^T alpha_{t-1}) * P_t / c_t,   log Z = sum_t log c_t + shifts.
 # Layout: time-major, batch-last [T, K, B], so each step is one [K, K] @ [K, B]
-# product and reductions run over contiguous memory. Computed in float64: the
-# renormalised values cannot underflow while the spread of scores inside one
-# step stays below ~600 nats, which `_scaled_is_exact` checks once per call
-# (one host sync per batch, outside the loops); otherwise the log-space path runs.
+# product and one product with P_t. Padding has P = 0, so the variables past a
+# sequence's end are 0 and no per-sequence alignment is needed. Computed in
+# float64: the renormalised values cannot underflow while the spread of scores
+# inside one step stays below ~600 nats, which `_scaled_plan` checks once per
+# call; otherwise the exact log-space path runs.
 
 MAX_SCALED_SPREAD = 600.0
 FLOAT64_LOG_RANGE = 650.0
 MAX_RENORM_INTERVAL = 16
+TINY = 1e-300
+
+
+def _scaled_plan(em_range: float, p_range: float, num_tags: int) -> int:
+    """How often the scaled recursions must renormalise (every n steps), or 0
+    when the scores spread too far for float64 scaled arithmetic to be exact.
+
+    ``em_range``: the largest range of finite emissions within one position;
+    ``p_range``: the range of the finite transition, start and end scores.
+    Per step, the scaled emissions and transitions are <= 1 and the largest
+    entry loses at most spread + log K nats, where spread = em_range + p_range;
+    inside one step no entry that matters lies more than 2 * spread below the
+    largest. So n steps without renormalising stay within float64's range when
+    n * (spread + log K) + 2 * spread + 2 * p_range (start and end) < 650."""
+    spread, ends = em_range + p_range, 2 * p_range
+    if not (2 * spread + ends < MAX_SCALED_SPREAD):  # also catches NaN
+        return 0
+    per_step = spread + math.log(num_tags) + 1.0
+    return int(max(1, min(MAX_RENORM_INTERVAL, (FLOAT64_LOG_RANGE - 2 * spread - ends) // per_step)))
+
+
+def _scaled_forward(P: Tensor, E: Tensor, S: Tensor, every: int) -> Tuple[Tensor, Tensor]:
+    """P [T, K, B] scaled emissions (0 on padding), E [K, K] scaled transitions,
+    S [K] scaled start. Returns (alphas [T, K, B], c [T, 1, B]): the true forward
+    value at t is alphas[t] times the product of c up to t (c is 1 except at the
+    renormalised steps; a tiny positive number where everything is 0)."""
+    T, K, B = P.shape
+    alphas = torch.empty_like(P)
+    c = P.new_ones(T, 1, B)
+    a_list, p_list = alphas.unbind(0), P.unbind(0)
+    torch.mul(p_list[0], S.unsqueeze(1), out=a_list[0])
+    Et = E.t()
+    a = a_list[0]
+    for t in range(1, T):
+        prev, a = a, a_list[t]
+        torch.mm(Et, prev, out=a)
+        a.mul_(p_list[t])
+        if t % every == 0:
+            ct = c[t]
+            torch.sum(a, 0, keepdim=True, out=ct).clamp_(min=TINY)
+            a.div_(ct)
+    return alphas, c
+
+
+def _scaled_backward(P: Tensor, E: Tensor, F_last: Tensor, every: int) -> Tensor:
+    """Backward variables [T, K, B], each position up to a constant factor per
+    sequence. ``F_last`` [T, K, B] holds the scaled end weights at each
+    sequence's last position and 0 elsewhere, so beta_t = E (P_{t+1} beta_{t+1})
+    + F_last[t] starts every sequence at its own end in one right-padded batch."""
+    T, K, B = P.shape
+    betas = torch.empty_like(P)
+    b_list, p_list, f_list = betas.unbind(0), P.unbind(0), F_last.unbind(0)
+    b_list[T - 1].copy_(f_list[T - 1])
+    tmp = P.new_empty(K, B)
+    norm = P.new_empty(1, B)
+    b = b_list[T - 1]
+    for t in range(T - 2, -1, -1):
+        nxt, b = b, b_list[t]
+        torch.mul(p_list[t + 1], nxt, out=tmp)
+        torch.addmm(f_list[t], E, tmp, out=b)
+        if t % every == 0:
+            torch.sum(b, 0, keepdim=True, out=norm).clamp_(min=TINY)
+            b.div_(norm)
+    return betas
+
+
+def _extended(trans: Tensor, start: Tensor, end: Tensor, allowed: Tensor, allowed_start: Tensor, allowed_end: Tensor) -> Tensor:
+    """The CRF's scores as one float64 matrix X [K+1, K+1] over the tags and a
+    virtual boundary state K: X[i, j] = transitions, X[K, j] = start, X[i, K] =
+    end, X[K, K] = 0; disallowed entries -inf. A path y_0..y_{L-1} padded with K
+    on both sides then scores sum_t X[y_t, y_{t+1}] plus its emissions, however
+    much padding follows it."""
+    K = trans.size(0)
+    X = torch.zeros(K + 1, K + 1, dtype=torch.float64, device=trans.device)
+    X[:K, :K] = torch.where(allowed, trans, NEG_INF)
+    X[K, :K] = torch.where(allowed_start, start, NEG_INF)
+    X[:K, K] = torch.where(allowed_end, end, NEG_INF)
+    return X
+
+
+class _CRFObjective(torch.autograd.Function):
+    """log Z [B], or the NLL log Z - score(gold) [B] when gold tags are given,
+    with a hand-written backward from forward-backward marginals (no autograd
+    graph over the time loop, none over the gold score either).
+
+    One host sync per call, before the time loop: the score ranges that decide
+    between the scaled and the log-space recursion, and the validity of the
+    gold tags (out of range, or a path the constraints forbid, raise)."""
+
+    @staticmethod
+    def forward(ctx, em, trans, start, end, allowed, allowed_start, allowed_end, mask, tags):
+        B, T, K = em.shape
+        f64 = torch.float64
+        out_dtype = torch.promote_types(em.dtype, torch.float32)
+        maskT = mask.t()  # [T, B]
+        lengths = mask.sum(1)
+        last = (lengths - 1).clamp_(min=0)
+        pad = maskT.logical_not().unsqueeze(1)  # [T, 1, B]
+        emT = torch.empty(T, K, B, dtype=f64, device=em.device).copy_(em.permute(1, 2, 0)).masked_fill_(pad, 0.0)
+        X = _extended(trans, start, end, allowed, allowed_start, allowed_end)
+        Xf = X.view(-1)[:-1]  # the CRF's own scores (without the padding entry)
+        p_max = Xf.max()
+        m = emT.amax(1, keepdim=True)  # [T, 1, B]
+        checks = [(m - emT.amin(1, keepdim=True)).max(), p_max - Xf.nan_to_num(neginf=float("inf")).min()]
+        if tags is not None:
+            # time-major gold path padded with the boundary state K: [T + 2, B]
+            y = torch.where(maskT, tags.t(), 0)
+            yc = y.clamp(0, K - 1)
+            y_ext = torch.full((T + 2, B), K, dtype=torch.long, device=em.device)
+            y_ext[1 : T + 1] = torch.where(maskT, yc, K)
+            idx = torch.add(y_ext[1:], y_ext[:-1], alpha=K + 1)  # flat X index of each step [T + 1, B]
+            ycT = yc.unsqueeze(1)  # [T, 1, B]
+            gold = X.view(-1).take(idx).sum(0) + emT.gather(1, ycT).sum((0, 1))  # [B]; -inf: forbidden path
+            checks += [gold.sum(), (yc != y).sum()]
+        stats = torch.stack(checks).tolist()  # the one host sync
+        if tags is not None and (stats[3] or stats[2] == NEG_INF):
+            bad = (yc != y).any(0)
+            if stats[3]:
+                raise ValueError(f"tags must be in [0, {K}) at unmasked positions (sequences {bad.nonzero().flatten().tolist()})")
+            raise ValueError(
+                f"gold tag path of sequence(s) {torch.isinf(gold).nonzero().flatten().tolist()} uses a transition, "
+                f"first tag or last tag that the CRF's constraints forbid (e.g. O followed by I-X in BIO)"
+            )
+        em_range, p_range = stats[0], stats[1]
+        if not math.isfinite(em_range):  # impossible tags (-inf): the range of the finite emissions
+            em_range = float(_finite_range(emT, dim=1).max())
+        every = _scaled_plan(em_range, p_range if math.isfinite(p_range) else 0.0, K)
+        ctx.every, ctx.dtypes, ctx.has_gold = every, (em.dtype, trans.dtype), tags is not None
+        if every:
+            # scaled probability space, float64
+            P = emT.sub_(m.clamp_(min=-1e300)).exp_().masked_fill_(pad, 0.0)  # consumes emT
+            shift = p_max.clamp_(min=-1e300)
+            Xs = torch.exp(X - shift)
+            E, S, F = Xs[:K, :K], Xs[K, :K], Xs[:K, K]
+            alphas, c = _scaled_forward(P, E, S, every)
+            a_last = alphas.gather(0, last.view(1, 1, B).expand(1, K, B)).squeeze(0)  # [K, B]
+            log_c = torch.log(c).masked_fill_(pad, 0.0)  # c is 1 except at renormalised steps
+            log_z = (log_c + m).sum((0, 1)) + torch.log(torch.mv(a_last.t(), F)) + (lengths + 1) * shift
+            saved = [P, E, F, alphas, c, pad, last]
+        else:
+            # exact log-space path, in the compute dtype
+            em_c = em.to(out_dtype).masked_fill(~mask.unsqueeze(2), 0.0)
+            Xc = X.to(out_dtype)
+            alphas, offsets = _forward_alphas(em_c.transpose(0, 1).contiguous(), Xc[:K, :K], Xc[K, :K])
+            log_z = _log_z(alphas, offsets, Xc[:K, K], lengths).to(f64)
+            saved = [em_c, Xc, mask, alphas, pad, lengths, last]
+        log_z = torch.where(lengths > 0, log_z, 0.0)
+        if tags is not None:
+            saved += [ycT, idx]
+            log_z = log_z - gold
+        ctx.save_for_backward(*saved)
+        return log_z.to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        em_dtype, p_dtype = ctx.dtypes
+        saved = ctx.saved_tensors
+        g = grad_out.to(torch.float64)
+        if ctx.every:
+            P, E, F, alphas, c, pad, last = saved[:7]
+            T, K, B = P.shape
+            # the scaled end weights at each sequence's last position (empty sequences have
+            # alpha = 0, so what they get here does not matter)
+            F_last = P.new_zeros(T, K, B).scatter_(0, last.view(1, 1, B).expand(1, K, B), F.view(1, K, 1).expand(1, K, B))
+            betas = _scaled_backward(P, E, F_last, ctx.every)
+            ab = alphas * betas
+            # marginals = alpha * beta / d; scale = incoming gradient / d, 0 on padding
+            scale = (g.view(1, 1, B) / ab.sum(1, keepdim=True).clamp_(min=TINY)).masked_fill_(pad, 0.0)  # [T, 1, B]
+            g_em = ab.mul_(scale)  # [T, K, B]: d log Z / d em times the gradient
+            gX = torch.zeros(K + 1, K + 1, dtype=torch.float64, device=P.device)
+            gX[K, :K] = g_em[0].sum(1)
+            gX[:K, K] = g_em.gather(0, last.view(1, 1, B).expand(1, K, B)).sum((0, 2))
+            if T > 1:
+                # xi_t(i, j) = alpha_t(i) E(i, j) P_{t+1}(j) beta_{t+1}(j) / (c_{t+1} d_{t+1})
+                u = alphas[:-1] * (scale[1:] / c[1:])
+                v = P[1:] * betas[1:]
+                gX[:K, :K] = torch.bmm(u, v.transpose(1, 2)).sum(0).mul_(E)
+        else:
+            em_c, Xc, mask, alphas, pad, lengths, last = saved[:7]
+            B, T, K = em_c.shape
+            marg, pair = _marginals(em_c, Xc[:K, :K], Xc[:K, K], mask, alphas)
+            gc = g.to(marg.dtype)
+            g_em = (marg * gc.view(B, 1, 1)).permute(1, 2, 0).to(torch.float64)  # [T, K, B]
+            gX = torch.zeros(K + 1, K + 1, dtype=torch.float64, device=em_c.device)
+            if pair is not None:
+                gX[:K, :K] = torch.einsum("btij,b->ij", pair, gc)
+            gX[K, :K] = (marg[:, 0] * gc.unsqueeze(1)).sum(0)
+            gX[:K, K] = (marg.gather(1, last.view(B, 1, 1).expand(B, 1, K)).squeeze(1) * gc.unsqueeze(1)).sum(0)
+            gX.masked_fill_(torch.isinf(Xc), 0.0)  # no gradient for disallowed (-inf) entries
+        if ctx.has_gold:
+            ycT, idx = saved[7:]
+            # minus the gold path: one-hot emissions, and the count of each X entry it uses
+            g_em.scatter_add_(1, ycT, torch.where(pad, 0.0, -g.view(1, 1, -1)))
+            gX.view(-1).index_add_(0, idx.view(-1), g.neg().expand(idx.shape).reshape(-1))
+        K = gX.size(0) - 1
+        return (
+            g_em.permute(2, 0, 1).to(em_dtype),  # [B, T, K]
+            gX[:K, :K].to(p_dtype), gX[K, :K].to(p_dtype), gX[:K, K].to(p_dtype),
+            None, None, None, None, None,
+        )
 
 
 def _finite_range(x: Tensor, dim=None) -> Tensor:
@@ -162,80 +363,7 @@ def _finite_range(x: Tensor, dim=None) -> Tensor:
     return torch.where(torch.isfinite(r), r, torch.zeros_like(r))
 
 
-def _scaled_plan(em: Tensor, trans: Tensor, start: Tensor, end: Tensor) -> int:
-    """How often the scaled recursions must renormalise (every n steps), or 0
-    when the scores spread too far for float64 scaled arithmetic to be exact.
-
-    Per step, the scaled emissions and transitions are <= 1 and the largest
-    entry loses at most spread + log K nats, where spread = range of finite
-    emissions within a position + range of finite transitions; inside one step
-    no entry that matters lies more than 2 * spread below the largest. So n
-    steps without renormalising stay within float64's range when
-    n * (spread + log K) + 2 * spread + (start and end ranges) < 650.
-    One host sync per call; none inside the loops."""
-    K = em.size(2)
-    em = em.detach()
-    em_range = (em.amax(2) - em.amin(2)).max()
-    params = torch.cat([trans.detach().flatten(), start.detach(), end.detach()])
-    finite = torch.isfinite(params)
-    p_range = params.max() - torch.where(finite, params, float("inf")).min()
-    em_range, p_range = torch.stack([em_range.float(), p_range.float()]).tolist()  # the one sync
-    if not math.isfinite(em_range):  # impossible tags (-inf): range over the finite emissions
-        em_range = float(_finite_range(em, dim=2).max())
-    if not math.isfinite(p_range):
-        p_range = 0.0
-    # start and end weights are counted with the transitions (a conservative bound)
-    spread, ends = em_range + p_range, 2 * p_range
-    if 2 * spread + ends >= MAX_SCALED_SPREAD:
-        return 0
-    per_step = spread + math.log(K) + 1.0
-    return int(max(1, min(MAX_RENORM_INTERVAL, (FLOAT64_LOG_RANGE - 2 * spread - ends) // per_step)))
-
-
-def _exp_shifted(x: Tensor, dim=None) -> Tuple[Tensor, Tensor]:
-    """(exp(x - max), max) with the max over `dim` (all if None); -inf rows give max 0."""
-    m = (x.amax(dim, keepdim=True) if dim is not None else x.max()).clamp(min=-1e300)
-    return torch.exp(x - m), m
-
-
-def _scaled_forward(P: Tensor, E: Tensor, S: Tensor, every: int) -> Tuple[Tensor, Tensor]:
-    """P [T, K, B] scaled emissions, E [K, K] scaled transitions, S [K] scaled
-    start. Returns (alphas [T, K, B], log_c [T, B]): the true forward value at
-    t is alphas[t] * exp(sum of log_c up to t). Renormalised every `every` steps."""
-    T, K, B = P.shape
-    alphas = torch.empty_like(P)
-    c = torch.ones(T, 1, B, dtype=P.dtype, device=P.device)
-    a_list, p_list, c_list = alphas.unbind(0), P.unbind(0), c.unbind(0)
-    torch.mul(p_list[0], S.unsqueeze(1), out=a_list[0])
-    Et = E.t()
-    for t in range(1, T):
-        a = a_list[t]
-        torch.mm(Et, a_list[t - 1], out=a)
-        a.mul_(p_list[t])
-        if t % every == 0:
-            torch.sum(a, 0, keepdim=True, out=c_list[t])
-            a.div_(c_list[t])
-    return alphas, torch.log(c.squeeze(1))
-
-
-def _scaled_backward(P_rev: Tensor, E: Tensor, F: Tensor, every: int) -> Tensor:
-    """End-aligned backward variables [T, K, B], each position up to a
-    constant factor per sequence, from end-aligned scaled emissions P_rev
-    [T, K, B] and scaled end weights F [K]."""
-    T, K, B = P_rev.shape
-    betas = torch.empty_like(P_rev)
-    b_list, p_list = betas.unbind(0), P_rev.unbind(0)
-    b_list[T - 1].copy_(F.unsqueeze(1).expand(K, B))
-    tmp = P_rev.new_empty(K, B)
-    norm = P_rev.new_empty(1, B)
-    for t in range(T - 2, -1, -1):
-        torch.mul(p_list[t + 1], b_list[t + 1], out=tmp)
-        b = b_list[t]
-        torch.mm(E, tmp, out=b)
-        if t % every == 0:
-            torch.sum(b, 0, keepdim=True, out=norm)
-            b.div_(norm)
-    return betas
+# --- exact log-space path (extreme score ranges) --------------------------------------------
 
 
 def _align(x: Tensor, lengths: Tensor, to_end: bool, batch_dim: int = 2) -> Tensor:
@@ -244,102 +372,10 @@ def _align(x: Tensor, lengths: Tensor, to_end: bool, batch_dim: int = 2) -> Tens
     T = x.size(0)
     ar = torch.arange(T, device=x.device).unsqueeze(1)
     shift = (T - lengths).unsqueeze(0)
-    idx = (shift.neg() + ar) % T if to_end else (shift + ar) % T  # [T, B] (the [1, B] operand first: faster broadcast on CPU)
+    idx = (shift.neg() + ar) % T if to_end else (shift + ar) % T  # [T, B]
     shape = [T, 1, 1]
     shape[batch_dim] = x.size(batch_dim)
     return x.gather(0, idx.view(shape).expand_as(x))
-
-
-class _ScaledLogPartition(torch.autograd.Function):
-    """log Z [B] in scaled probability space, with the gradient computed from
-    forward-backward marginals (no autograd graph over the time loop)."""
-
-    @staticmethod
-    def forward(ctx, em, trans, start, end, mask, every):
-        B, T, K = em.shape
-        lengths = _lengths(mask)
-        last = (lengths - 1).clamp(min=0)
-        dtype = em.dtype
-        work = torch.float64
-        emT = em.to(work).permute(1, 2, 0)  # [T, K, B]
-        P, m = _exp_shifted(emT, dim=1)  # m [T, 1, B]
-        E, tmax = _exp_shifted(trans.to(work))
-        S, smax = _exp_shifted(start.to(work))
-        F, fmax = _exp_shifted(end.to(work))
-        P = P.contiguous()
-        alphas, log_c = _scaled_forward(P, E, S, every)
-        valid = mask.t().to(work)  # [T, B]
-        a_last = alphas.gather(0, last.view(1, 1, B).expand(1, K, B)).squeeze(0)  # [K, B]
-        log_z = (
-            ((log_c + m.squeeze(1)) * valid).sum(0)  # padding: emissions 0 so m = 0, c = 1
-            + torch.log((a_last * F.unsqueeze(1)).sum(0))
-            + last.to(work) * tmax
-            + smax
-            + fmax
-        )
-        log_z = torch.where(lengths > 0, log_z, 0.0)
-        ctx.save_for_backward(P, E, F, alphas, log_c, valid, lengths)
-        ctx.dtypes = (dtype, trans.dtype)
-        ctx.every = every
-        return log_z.to(dtype)
-
-    @staticmethod
-    def backward(ctx, grad_log_z):
-        P, E, F, alphas, log_c, valid, lengths = ctx.saved_tensors
-        dtype, pdtype = ctx.dtypes
-        T, K, B = P.shape
-        last = (lengths - 1).clamp(min=0)
-        betas = _align(_scaled_backward(_align(P, lengths, True).contiguous(), E, F, ctx.every), lengths, False)
-        ab = alphas * betas
-        # marginals = alpha * beta / d; scale = incoming gradient / d, 0 on padding
-        scale = (valid * grad_log_z.to(P.dtype)).unsqueeze(1) / ab.sum(1, keepdim=True)  # [T, 1, B]
-        g_marg = ab.mul_(scale)  # [T, K, B]: d log Z / d em times the gradient
-        g_em = g_marg.permute(2, 0, 1)
-        g_start = g_marg[0].sum(1)
-        g_end = g_marg.gather(0, last.view(1, 1, B).expand(1, K, B)).squeeze(0).sum(1)
-        if T > 1:
-            # xi_t(i, j) = alpha_t(i) E(i, j) P_{t+1}(j) beta_{t+1}(j) / (c_{t+1} d_{t+1})
-            u = (alphas[:-1] * (scale[1:] / torch.exp(log_c[1:]).unsqueeze(1))).permute(1, 0, 2).reshape(K, -1)
-            v = (P[1:] * betas[1:]).permute(1, 0, 2).reshape(K, -1)
-            g_trans = E * (u @ v.t())
-        else:
-            g_trans = torch.zeros_like(E)
-        return g_em.to(dtype), g_trans.to(pdtype), g_start.to(pdtype), g_end.to(pdtype), None, None
-
-
-# --- exact log-space path (extreme score ranges) --------------------------------------------
-
-
-class _LogPartition(torch.autograd.Function):
-    """log Z with a hand-written backward from forward-backward marginals."""
-
-    @staticmethod
-    def forward(ctx, em, trans, start, end, mask):  # em [B, T, K] (padding zeroed), computed dtype
-        B, T, K = em.shape
-        lengths = _lengths(mask)
-        alphas, offsets = _forward_alphas(em.transpose(0, 1).contiguous(), trans, start)  # [T, B, K]
-        log_z = _log_z(alphas, offsets, end, lengths)
-        ctx.save_for_backward(em, trans, start, end, mask, alphas)
-        return log_z
-
-    @staticmethod
-    def backward(ctx, grad_log_z):
-        em, trans, start, end, mask, alphas = ctx.saved_tensors
-        marg, pair = _marginals(em, trans, end, mask, alphas)
-        g = grad_log_z.to(marg.dtype)
-        g_em = marg * g.view(-1, 1, 1)
-        g_trans = torch.einsum("btij,b->ij", pair, g) if pair is not None else torch.zeros_like(trans)
-        g_start = (marg[:, 0] * g.unsqueeze(1)).sum(0) if em.size(1) else torch.zeros_like(start)
-        lengths = _lengths(mask)
-        B, T, K = em.shape
-        last = (lengths - 1).clamp(min=0)
-        m_last = marg.gather(1, last.view(B, 1, 1).expand(B, 1, K)).squeeze(1)
-        g_end = (m_last * g.unsqueeze(1)).sum(0)
-        # No gradient for masked (disallowed) entries: they are -inf constants.
-        g_trans = torch.where(torch.isfinite(trans), g_trans, torch.zeros_like(g_trans))
-        g_start = torch.where(torch.isfinite(start), g_start, torch.zeros_like(g_start))
-        g_end = torch.where(torch.isfinite(end), g_end, torch.zeros_like(g_end))
-        return g_em, g_trans, g_start, g_end, None
 
 
 def _marginals(em, trans, end, mask, alphas):
@@ -363,6 +399,31 @@ def _marginals(em, trans, end, mask, alphas):
     xi = torch.softmax((left + trans.view(1, 1, K, K) + right).view(B, T - 1, K * K), dim=2).view(B, T - 1, K, K)
     xi = torch.where(mask[:, 1:].view(B, T - 1, 1, 1), xi, torch.zeros_like(xi))
     return marg, xi
+
+
+
+# Viterbi on CPU keeps every step's candidate scores ([T-1, K, K, B]) for a bulk backpointer
+# pass while they are this small (elements); above it, backpointers are recomputed per step for
+# the chosen tag only, which streams less memory. Off CPU the bulk pass is always used.
+VITERBI_BULK_MAX = 1 << 19
+
+
+def _argmax_code(cand: Tensor, best: Tensor, dim: int) -> Tensor:
+    """K-1-argmax over ``dim`` of ``cand`` (overwritten; K = its size there),
+    given ``best``, its max over ``dim`` (keepdim), bitwise as `torch.amax`
+    returned it; ties go to the lower index. Faster than ``max(dim).indices``
+    or comparisons on CPU: ``cand - best`` is +0 exactly at the maxima and has
+    its sign bit set everywhere else, which an arithmetic shift of its bits
+    turns into 0 and -1. (A row that is all -inf gives NaN; its code is then
+    arbitrary but in range, and such a row is never on a path of finite score.)"""
+    K = cand.size(dim)
+    itype = {torch.float32: torch.int32, torch.float64: torch.int64}[cand.dtype]
+    bits = cand.sub_(best).view(itype)
+    bits.bitwise_right_shift_(torch.iinfo(itype).bits - 1)  # 0 at a max, -1 elsewhere
+    shape = [1] * cand.dim()
+    shape[dim] = K
+    bits.bitwise_or_(torch.arange(K - 1, -1, -1, device=cand.device, dtype=itype).view(shape))  # K-1-i at a max
+    return bits.amax(dim).clamp_(min=0)
 
 
 class LinearChainCRF(nn.Module):
@@ -429,17 +490,21 @@ class LinearChainCRF(nn.Module):
 
     def log_partition(self, emissions: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """log Z [B] over all (allowed) paths; 0 for empty sequences."""
-        em, mask = self._prepare(emissions, mask)
-        return self._log_partition(em, mask, self._params(em.dtype))
+        return self._objective(emissions, mask, None)
 
-    def _log_partition(self, em: Tensor, mask: Tensor, params: Tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        if em.size(1) == 0:
-            return em.new_zeros(em.size(0))
-        trans, start, end = params
-        every = _scaled_plan(em, trans, start, end)
-        if every:
-            return _ScaledLogPartition.apply(em, trans, start, end, mask, every)
-        return _LogPartition.apply(em, trans, start, end, mask)
+    def _objective(self, emissions: Tensor, mask: Optional[Tensor], tags: Optional[Tensor]) -> Tensor:
+        if mask is None:
+            mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
+        _check(emissions, mask, self.num_tags)
+        B, T, K = emissions.shape
+        if tags is not None and tags.shape != (B, T):
+            raise ValueError(f"tags must be [B, T] = {(B, T)}, got {tuple(tags.shape)}")
+        if T == 0:
+            return emissions.new_zeros(B, dtype=self._compute_dtype(emissions))
+        return _CRFObjective.apply(
+            emissions, self.transitions, self.start_transitions, self.end_transitions,
+            self.allowed, self.allowed_start, self.allowed_end, mask, None if tags is None else tags.long(),
+        )
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None, check: bool = True) -> Tensor:
         """Score [B] of the tag paths ``tags`` [B, T] (long; values at padding ignored).
@@ -478,10 +543,10 @@ class LinearChainCRF(nn.Module):
         return s
 
     def nll(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """Negative log-likelihood [B] of the gold paths: log Z - score."""
-        em, mask = self._prepare(emissions, mask)
-        params = self._params(em.dtype)
-        return self._log_partition(em, mask, params) - self._score(em, tags, mask, params, True)
+        """Negative log-likelihood [B] of the gold paths ``tags`` [B, T]: log Z - score.
+        A tag out of range, or a gold path through a disallowed transition,
+        first or last tag, raises ValueError."""
+        return self._objective(emissions, mask, tags)
 
     def partial_nll(self, emissions: Tensor, allowed_tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """NLL [B] of partially annotated sequences: ``allowed_tags`` [B, T, K] bool
@@ -507,55 +572,83 @@ class LinearChainCRF(nn.Module):
             (marg,) = torch.autograd.grad(self.log_partition(em, mask).sum(), em)
         return marg
 
-    @torch.no_grad()
     def viterbi(self, emissions: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Best path per sequence: (scores [B], paths [B, T] long, -1 past each length).
-        Empty sequences score 0.
+        Empty sequences score 0. Ties go to the lower tag index.
 
-        The forward pass keeps only max-scores (layout [T, K, B], a contiguous
-        max over the previous tag); backpointers are recomputed during
-        backtracking for the chosen tag only, as one [K, B] argmax per step."""
-        em, mask = self._prepare(emissions, mask)
-        B, T, K = em.shape
+        Two ops per time step: the candidate scores of a step (previous score +
+        transition + emission, emissions folded in up front) are summed in place
+        and max-reduced. Backpointers come afterwards, for all steps at once,
+        from the stored candidates and their maxima (`_argmax_given_max`), and
+        the path is read off them by pointer doubling (log T gathers), so no
+        Python loop runs per sequence and no host sync happens."""
+        if mask is None:
+            mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
+        _check(emissions, mask, self.num_tags)
+        with torch.inference_mode():
+            scores, paths = self._viterbi(emissions, mask)
+        return scores.clone(), paths.clone()  # ordinary tensors again, usable with autograd
+
+    def _viterbi(self, emissions: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+        B, T, K = emissions.shape
+        dtype = self._compute_dtype(emissions)
         if T == 0:
-            return em.new_zeros(B), torch.full((B, 0), -1, dtype=torch.long, device=em.device)
-        trans, start, end = self._params(em.dtype)
-        lengths = _lengths(mask)
-        last = (lengths - 1).clamp(min=0)
-        emT = em.permute(1, 2, 0).contiguous()  # [T, K, B]
-        scores = torch.empty_like(emT)
+            return emissions.new_zeros(B, dtype=dtype), torch.full((B, 0), -1, dtype=torch.long, device=emissions.device)
+        trans, start, end = self._params(dtype)
+        last = _lengths(mask) - 1  # [B]; -1 for empty sequences
+        emT = emissions.to(dtype).permute(1, 2, 0).contiguous()  # [T, K, B]
+        scores = torch.empty_like(emT)  # scores[t][j, b]: best score of a path ending in tag j at t
         torch.add(emT[0], start.unsqueeze(1), out=scores[0])
-        s_out = scores.unbind(0)  # [K, B] each
-        s_in = scores.unsqueeze(1).unbind(0)  # [1, K(prev), B] each
-        e_list = emT.unbind(0)
-        trans_jib = trans.t().unsqueeze(2)  # [K(next), K(prev), 1]
-        buf = emT.new_empty(K, K, B)
-        out = torch.empty(T, B, dtype=torch.long, device=em.device)
-        o_list = out.unbind(0)
-        # a contiguous max over the previous tag; backpointers are recomputed for
-        # the chosen tag only while backtracking (cheaper than max-with-indices).
-        for t in range(1, T):
-            torch.add(s_in[t - 1], trans_jib, out=buf)
-            torch.amax(buf, dim=1, out=s_out[t])
-            s_out[t].add_(e_list[t])
-        best_score, best_last = self._viterbi_final(scores, end, last)
-        # position t-1 takes argmax_i(score_{t-1}(i) + trans(i, tag_t)) while
-        # t <= last; above a sequence's last position it carries its best last tag.
-        reaches = (last.unsqueeze(0) >= torch.arange(T, device=em.device).unsqueeze(1)).unbind(0)
-        o_list[T - 1].copy_(best_last)
-        for t in range(T - 1, 0, -1):
-            prev = (s_out[t - 1] + trans.index_select(1, o_list[t])).max(dim=0).indices
-            torch.where(reaches[t], prev, best_last, out=o_list[t - 1])
-        paths = out.t().masked_fill(~mask, -1)
-        best_score = torch.where(lengths > 0, best_score, torch.zeros_like(best_score))
-        return best_score, paths
-
-    @staticmethod
-    def _viterbi_final(scores: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor]:
-        """Best final score and last tag [B] from max-scores [T, K, B]."""
-        T, K, B = scores.shape
-        final = scores.gather(0, last.view(1, 1, B).expand(1, K, B)).squeeze(0) + end.unsqueeze(1)
-        return final.max(dim=0)
+        s_out, s_in = scores.unbind(0), scores.unsqueeze(1).unbind(0)  # [K, B] and [1, K(prev), B]
+        bulk = emT.device.type != "cpu" or (T - 1) * K * K * B <= VITERBI_BULK_MAX
+        if bulk:
+            # cand[t-1][j, i, b] = trans(i, j) + em_t(j, b) (+ scores[t-1](i, b) in the loop)
+            cand = torch.add(emT[1:].unsqueeze(2), trans.t().view(1, K, K, 1), out=emT.new_empty(T - 1, K, K, B))
+            c_list = cand.unbind(0)
+            for t in range(1, T):
+                c = c_list[t - 1]
+                c.add_(s_in[t - 1])
+                torch.amax(c, dim=1, out=s_out[t])
+        else:
+            trans_ji = trans.t().unsqueeze(2)  # [K(next), K(prev), 1]
+            buf = emT.new_empty(K, K, B)
+            e_list = emT.unbind(0)
+            for t in range(1, T):
+                torch.add(s_in[t - 1], trans_ji, out=buf)
+                torch.amax(buf, dim=1, out=s_out[t])
+                s_out[t].add_(e_list[t])
+        final = scores.gather(0, last.clamp(min=0).view(1, 1, B).expand(1, K, B)).squeeze(0) + end.unsqueeze(1)
+        best_score, best_last = final.max(dim=0)  # [B]
+        reaches = last.unsqueeze(0) >= torch.arange(T, device=emT.device).unsqueeze(1)  # [T, B]
+        if bulk and T > 1:
+            # Backpointers for all steps at once, as a pointer table over flat positions
+            # p = t*K*B + j*B + b of [T, K, B]: ptr[p] = the position of the best tag at t-1
+            # before tag j at t (past a sequence's end: the same tag at t-1). Backtracking
+            # is then one `take` per step.
+            code = _argmax_code(cand, scores[1:].unsqueeze(2), dim=2)  # [T-1, K, B]: K-1-argmax
+            code = torch.where(reaches[1:].unsqueeze(1), code, torch.arange(K - 1, -1, -1, device=code.device, dtype=code.dtype).view(1, K, 1))
+            base = (torch.arange(T - 1, device=code.device) * (K * B) + (K - 1) * B).view(T - 1, 1, 1) + torch.arange(B, device=code.device)
+            ptr = torch.zeros(T, K, B, dtype=torch.long, device=code.device)
+            torch.add(base, code, alpha=-B, out=ptr[1:])  # [T-1, 1, B] + [T-1, K, B]
+            ptr = ptr.view(-1)
+            pos = (T - 1) * K * B + best_last * B + torch.arange(B, device=code.device)
+            trail = [pos]
+            for _ in range(T - 1):
+                pos = ptr.take(pos)
+                trail.append(pos)
+            trail.reverse()
+            tags = torch.stack(trail).div_(B, rounding_mode="floor").remainder_(K)  # [T, B]
+        else:
+            # backpointers recomputed for the chosen tag only: one [K, B] argmax per step;
+            # tags[t] is the best path's tag at t for t <= last, its last tag above
+            tags = torch.empty(T, B, dtype=torch.long, device=emT.device)
+            tags[T - 1] = best_last
+            t_out, reach = tags.unbind(0), reaches.unbind(0)
+            for t in range(T - 1, 0, -1):
+                prev = (s_out[t - 1] + trans.index_select(1, t_out[t])).max(dim=0).indices
+                torch.where(reach[t], prev, best_last, out=t_out[t - 1])
+        paths = torch.where(reaches, tags, -1).t()
+        return torch.where(last >= 0, best_score, 0.0), paths
 
     @torch.no_grad()
     def nbest(self, emissions: Tensor, mask: Optional[Tensor] = None, k: int = 5) -> Tuple[Tensor, Tensor]:
