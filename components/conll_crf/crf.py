@@ -24,6 +24,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .tags import MODEL_SCHEMES, split_tag
 
@@ -244,6 +245,22 @@ class _CRFObjective(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, em, trans, start, end, allowed, allowed_start, allowed_end, mask, tags):
+        # The work runs in inference mode (cheaper per op); its intermediates are kept on ctx
+        # (inference tensors cannot go through save_for_backward) and the results are cloned
+        # into ordinary tensors for autograd.
+        with torch.inference_mode():
+            out = _CRFObjective._forward(ctx, em, trans, start, end, allowed, allowed_start, allowed_end, mask, tags)
+        return out.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        with torch.inference_mode():
+            grads = _CRFObjective._backward(ctx, grad_out)
+        return tuple(None if g is None else g.clone() for g in grads)
+
+    @staticmethod
+    def _forward(ctx, em, trans, start, end, allowed, allowed_start, allowed_end, mask, tags):
         B, T, K = em.shape
         f64 = torch.float64
         out_dtype = torch.promote_types(em.dtype, torch.float32)
@@ -303,13 +320,15 @@ class _CRFObjective(torch.autograd.Function):
         if tags is not None:
             saved += [ycT, idx]
             log_z = log_z - gold
-        ctx.save_for_backward(*saved)
+        ctx.saved = saved
         return log_z.to(out_dtype)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def _backward(ctx, grad_out):
         em_dtype, p_dtype = ctx.dtypes
-        saved = ctx.saved_tensors
+        if ctx.saved is None:
+            raise RuntimeError("LinearChainCRF: backward through the same NLL / log Z twice is not supported (its buffers are freed after the first)")
+        saved, ctx.saved = ctx.saved, None  # freed now: the backward runs once and is not differentiable
         g = grad_out.to(torch.float64)
         if ctx.every:
             P, E, F, alphas, c, pad, last = saved[:7]
