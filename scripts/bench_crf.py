@@ -1,12 +1,14 @@
 """Benchmark conll_crf's LinearChainCRF against pytorch-crf on identical inputs.
 
-    python scripts/bench_crf.py [--threads 1] [--repeats 20] [--json metrics/bench_crf.json]
+    python scripts/bench_crf.py [--threads 1] [--repeats 20] [--block 10] [--json metrics/bench_crf.json]
 
 For each (B, T, K) with ragged lengths (uniform in [1, T], one sequence of
 length T), both CRFs get the same parameters and emissions. Measured:
 sequences/s for the NLL forward+backward (gradients w.r.t. emissions and CRF
-parameters) and for Viterbi decoding, best of `repeats` timed runs after a
-warm-up. Paths are compared; log-likelihoods must agree to 1e-3.
+parameters) and for Viterbi decoding, the best single call after a warm-up,
+in two ways (see `best_times`): "warm", the implementations taking turns in
+blocks of `block` calls, and "cold", alternating single calls. Paths are
+compared; log-likelihoods must agree to 1e-3.
 """
 import argparse
 import json
@@ -22,21 +24,27 @@ from conll_crf.crf import LinearChainCRF
 SHAPES = [(32, 40, 9), (128, 40, 9), (32, 128, 9), (256, 30, 17)]
 
 
-def best_times(fns, repeats):
-    """Best (minimum) time of each function over `repeats` rounds, the
-    functions interleaved within each round so both see the same load."""
+def best_times(fns, repeats, block):
+    """Best (minimum) time of one call of each function over `repeats` rounds.
+    Within a round the functions take turns, each running `block` calls in a
+    row, so both see the same machine load. block=1 alternates single calls:
+    every call then starts with caches full of the other implementation's
+    data and code ("cold", as between the layers of a real network);
+    block > 1 measures calls that follow calls of their own ("warm", as
+    timeit does)."""
     for fn in fns:
         fn()  # warm-up
     best = [float("inf")] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - t0)
     return best
 
 
-def bench_shape(B, T, K, repeats, seed=0):
+def bench_shape(B, T, K, repeats, block, seed=0):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T
@@ -67,44 +75,44 @@ def bench_shape(B, T, K, repeats, seed=0):
     paths_ref = ref.decode(em, mask_u8)
     _, paths = ours.viterbi(em, mask)
     same = all(paths[b, : len(p)].tolist() == p for b, p in enumerate(paths_ref))
-    t_ours, t_ref = best_times([our_train, ref_train], repeats)
-    v_ours, v_ref = best_times([lambda: ours.viterbi(em, mask), lambda: ref.decode(em, mask_u8)], repeats)
-    r = {
-        "shape": [B, T, K],
-        "nll_fwd_bwd_seqs_per_s": {"ours": B / t_ours, "pytorch_crf": B / t_ref},
-        "viterbi_seqs_per_s": {"ours": B / v_ours, "pytorch_crf": B / v_ref},
-        "max_abs_loglik_diff": ll_diff,
-        "identical_paths": same,
-    }
-    for key in ("nll_fwd_bwd_seqs_per_s", "viterbi_seqs_per_s"):
-        r[key]["ratio"] = r[key]["ours"] / r[key]["pytorch_crf"]
+    r = {"shape": [B, T, K], "max_abs_loglik_diff": ll_diff, "identical_paths": same}
+    for mode, blk, rounds in (("warm", block, repeats), ("cold", 1, repeats * block)):
+        t_ours, t_ref = best_times([our_train, ref_train], rounds, blk)
+        v_ours, v_ref = best_times([lambda: ours.viterbi(em, mask), lambda: ref.decode(em, mask_u8)], rounds, blk)
+        r[mode] = {
+            "nll_fwd_bwd_seqs_per_s": {"ours": B / t_ours, "pytorch_crf": B / t_ref, "ratio": t_ref / t_ours},
+            "viterbi_seqs_per_s": {"ours": B / v_ours, "pytorch_crf": B / v_ref, "ratio": v_ref / v_ours},
+        }
     return r
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=20, help="rounds (warm); cold runs repeats * block rounds")
+    parser.add_argument("--block", type=int, default=10, help="consecutive calls per turn in the warm measurement")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU {platform.processor() or platform.machine()}")
-    header = f"{'B, T, K':>14} | {'NLL fwd+bwd seq/s: ours':>24} {'pytorch-crf':>12} {'ratio':>6} | {'Viterbi seq/s: ours':>20} {'pytorch-crf':>12} {'ratio':>6} | paths"
-    print(header)
-    print("-" * len(header))
-    rows = []
-    for B, T, K in SHAPES:
-        r = bench_shape(B, T, K, args.repeats)
-        rows.append(r)
-        n, v = r["nll_fwd_bwd_seqs_per_s"], r["viterbi_seqs_per_s"]
-        print(
-            f"{str((B, T, K)):>14} | {n['ours']:>24,.0f} {n['pytorch_crf']:>12,.0f} {n['ratio']:>5.1f}x | "
-            f"{v['ours']:>20,.0f} {v['pytorch_crf']:>12,.0f} {v['ratio']:>5.1f}x | "
-            f"{'identical' if r['identical_paths'] else 'DIFFERENT'} (|dLL| {r['max_abs_loglik_diff']:.1e})"
-        )
+    rows = [bench_shape(B, T, K, args.repeats, args.block) for B, T, K in SHAPES]
+    for mode in ("warm", "cold"):
+        how = f"blocks of {args.block} calls" if mode == "warm" else "alternating single calls"
+        print(f"\n{mode} ({how}), sequences/s and ratio ours / pytorch-crf")
+        header = f"{'B, T, K':>14} | {'NLL fwd+bwd: ours':>18} {'pytorch-crf':>12} {'ratio':>6} | {'Viterbi: ours':>14} {'pytorch-crf':>12} {'ratio':>6} | paths"
+        print(header)
+        print("-" * len(header))
+        for r in rows:
+            n, v = r[mode]["nll_fwd_bwd_seqs_per_s"], r[mode]["viterbi_seqs_per_s"]
+            print(
+                f"{str(tuple(r['shape'])):>14} | {n['ours']:>18,.0f} {n['pytorch_crf']:>12,.0f} {n['ratio']:>5.1f}x | "
+                f"{v['ours']:>14,.0f} {v['pytorch_crf']:>12,.0f} {v['ratio']:>5.1f}x | "
+                f"{'identical' if r['identical_paths'] else 'DIFFERENT'} (|dLL| {r['max_abs_loglik_diff']:.1e})"
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(), "rows": rows}
+        meta = {"torch": torch.__version__, "threads": args.threads, "block": args.block, "repeats": args.repeats,
+                "machine": platform.machine(), "rows": rows}
         args.json.write_text(json.dumps(meta, indent=2) + "\n")
 
 

@@ -163,6 +163,31 @@ def test_nll_gradients_match_autograd(constrained, K, recursion):
     assert torch.allclose(nll.detach()[1], torch.zeros((), dtype=nll.dtype))
 
 
+@pytest.mark.parametrize("decoder", ["meet-in-the-middle", "stepwise"])
+@pytest.mark.parametrize("constrained,K", CASES)
+def test_viterbi_brute_force_every_length(constrained, K, decoder, monkeypatch):
+    """Both Viterbi decoders (the meet-in-the-middle one used for small batches
+    and on GPU, the stepwise one for large CPU batches) against enumeration,
+    for padded lengths T = 1..7 (1..5 for K = 5) and sequence lengths 0, 1,
+    T // 2, T // 2 + 1 and T: the forward and backward halves meet at T // 2."""
+    if decoder == "stepwise":
+        monkeypatch.setattr(crf_module, "VITERBI_BULK_MAX", -1)
+    crf = make_crf(K, constrained, seed=11)
+    for T in range(1, 8 if K <= 3 else 6):
+        lengths = sorted({0, 1, T // 2, T // 2 + 1, T} - {T + 1})
+        em, mask = ragged(len(lengths), T, K, lengths, seed=T)
+        for dtype in (torch.float64, torch.float32):
+            scores, paths = crf.to(dtype).viterbi(em.to(dtype), mask)
+            for b, n in enumerate(lengths):
+                assert (paths[b, n:] == -1).all()
+                if n == 0:
+                    assert scores[b].item() == 0.0
+                    continue
+                best_path, best_score = max(all_paths(crf.double(), em[b], n), key=lambda p: p[1].item())
+                assert paths[b, :n].tolist() == list(best_path), (T, n, dtype)
+                assert scores[b].item() == pytest.approx(best_score.item(), abs=1e-4)
+
+
 def worked_crf(transitions, start_row=0, stop_col=1):
     t = torch.tensor(transitions, dtype=torch.float64)
     K = t.size(0)

@@ -20,6 +20,7 @@ inside the time loops.
 """
 from typing import List, Optional, Sequence, Tuple
 
+import functools
 import math
 
 import torch
@@ -445,6 +446,106 @@ def _argmax_code(cand: Tensor, best: Tensor, dim: int) -> Tensor:
     return bits.amax(dim).clamp_(min=0)
 
 
+@functools.lru_cache(maxsize=64)
+def _meet_in_middle_indices(T: int, K: int, B: int, device: torch.device) -> Tuple[Tensor, ...]:
+    """Index constants of `_viterbi_meet_in_middle` for one shape (immutable, so cached)."""
+    n, W = T // 2, 2 * B
+    ar_w = torch.arange(W, device=device)
+    em_pos = torch.arange(T - 1, T - 1 - n, -1, device=device).view(n, 1)  # emissions of backward step k: T-k
+    base = (torch.arange(n, device=device) * (K * W) + K * W).view(n, 1, 1) + ar_w  # pointer of row k-1, tag K - code
+    row0 = torch.arange(K * W, device=device).view(K, W)  # row 0 points to itself
+    start = torch.cat([ar_w[:B], (T - 1 - n) * K * W + ar_w[B:]])  # trail starts, before the row and tag terms
+    ar_p = torch.arange(n + 1, device=device).view(n + 1, 1)
+    return em_pos, base, row0, start, ar_p
+
+
+def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor]:
+    """Viterbi from both ends at once: (best scores [B], tags [T, B]) for
+    time-major emissions emT [T, K, B], scores with disallowed entries -inf, and
+    each sequence's last position ``last`` [B] (-1 if empty). Past a sequence's
+    end its tags are arbitrary in-range values.
+
+    A forward pass from position 0 and a backward pass from each sequence's
+    end run side by side in one batch of 2B columns, n = T // 2 steps of two
+    ops each, and meet at position n; the two halves of the path are then read
+    off one pointer table, again n steps. Every step's candidate scores are
+    laid out [K(out), K+1(reduced), 2B], the extra candidate carrying the end
+    weights into the backward pass at each sequence's own last position (and
+    -inf elsewhere), so ragged batches need no alignment."""
+    T, K, B = emT.shape
+    n, W = T // 2, 2 * B
+    em_pos, base, row0, trail_start, ar_p = _meet_in_middle_indices(T, K, B, emT.device)
+    # candidates: forward step k (position k): [j, i] = trans(i, j) + em_k(j); backward step k
+    # (position T-1-k): [i, j] = trans(i, j) + em_{T-k}(j), -inf past the end, and column K = the
+    # end weight of i where T-1-k is the sequence's last position
+    cand = emT.new_empty(n, K, K + 1, W)
+    torch.add(emT[1 : n + 1].unsqueeze(2), trans.t().view(1, K, K, 1), out=cand[:, :, :K, :B])
+    em_next = emT.flip(0)[:n].masked_fill_((em_pos > last).unsqueeze(1), NEG_INF)  # [n, K, B]
+    torch.add(em_next.unsqueeze(1), trans.view(1, K, K, 1), out=cand[:, :, :K, B:])
+    cand[:, :, K, :B] = NEG_INF
+    cand[:, :, K, B:] = torch.where((em_pos - 1 == last).unsqueeze(1), end.view(1, K, 1), NEG_INF)
+    # states: st[k][:K] = forward max-scores at position k | backward max-scores at position T-1-k
+    st = emT.new_empty(n + 1, K + 1, W)
+    st[:, K] = 0.0
+    torch.add(emT[0], start.unsqueeze(1), out=st[0, :K, :B])
+    st[0, :K, B:] = torch.where(last == T - 1, end.unsqueeze(1), NEG_INF)
+    s_out, s_in, c_list = st[:, :K].unbind(0), st.unsqueeze(1).unbind(0), cand.unbind(0)
+    for k in range(1, n + 1):
+        c = c_list[k - 1]
+        c.add_(s_in[k - 1])
+        torch.amax(c, 1, False, out=s_out[k])
+    # join at position n, or at the last position of sequences that end before it
+    at = last.clamp(0, n)
+    fwd_at = st[:, :K, :B].gather(0, at.view(1, 1, B).expand(1, K, B)).squeeze(0)
+    joined = fwd_at + torch.where(last >= n, st[T - 1 - n, :K, B:], end.unsqueeze(1))
+    best_score, tag = joined.max(dim=0)  # [B]: the best score, and the tag at `at`
+    # pointer table over the slots (k, j, col) of st: a forward slot points to the best previous
+    # tag, a backward slot to the best next tag, both in row k-1; row 0 points to itself
+    ptr = torch.empty(n + 1, K, W, dtype=torch.long, device=emT.device)
+    ptr[0] = row0
+    if n:
+        code = _argmax_code(cand, st[1:, :K].unsqueeze(2), dim=2).clamp_(min=1)  # K - argmax, never the extra column
+        torch.add(base, code, alpha=-W, out=ptr[1:])
+    ptr = ptr.view(-1)
+    pos = trail_start + torch.cat([at, at.new_zeros(B)]).mul_(K * W).add_(tag.repeat(2).mul_(W))
+    trail = [pos]
+    for _ in range(n):
+        pos = ptr.take(pos)
+        trail.append(pos)
+    slots = torch.stack(trail).div_(W, rounding_mode="floor").remainder_(K)  # [n+1, 2B]: tags
+    # forward: trail k holds position at-k; backward: trail k holds position n+k
+    fwd = slots[:, :B].gather(0, (at - ar_p).clamp_(min=0))
+    return best_score, torch.cat([fwd, slots[1 : T - n, B:]])
+
+
+def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor, reaches: Tensor) -> Tuple[Tensor, Tensor]:
+    """Viterbi for large batches on CPU: (best scores [B], tags [T, B]), same
+    contract as `_viterbi_meet_in_middle`. The forward pass keeps one small
+    candidate buffer (streams less memory than storing every step's
+    candidates); backpointers are recomputed while backtracking, for the chosen
+    tag only, as one [K, B] argmax per step."""
+    T, K, B = emT.shape
+    scores = torch.empty_like(emT)  # scores[t][j, b]: best score of a path ending in tag j at t
+    torch.add(emT[0], start.unsqueeze(1), out=scores[0])
+    s_out, s_in, e_list = scores.unbind(0), scores.unsqueeze(1).unbind(0), emT.unbind(0)
+    trans_ji = trans.t().unsqueeze(2)  # [K(next), K(prev), 1]
+    buf = emT.new_empty(K, K, B)
+    for t in range(1, T):
+        torch.add(s_in[t - 1], trans_ji, out=buf)
+        torch.amax(buf, 1, False, out=s_out[t])
+        s_out[t].add_(e_list[t])
+    final = scores.gather(0, last.clamp(min=0).view(1, 1, B).expand(1, K, B)).squeeze(0) + end.unsqueeze(1)
+    best_score, best_last = final.max(dim=0)  # [B]
+    # tags[t] is the best path's tag at t for t <= last, its last tag above
+    tags = torch.empty(T, B, dtype=torch.long, device=emT.device)
+    tags[T - 1] = best_last
+    t_out, reach = tags.unbind(0), reaches.unbind(0)
+    for t in range(T - 1, 0, -1):
+        prev = (s_out[t - 1] + trans.index_select(1, t_out[t])).max(dim=0).indices
+        torch.where(reach[t], prev, best_last, out=t_out[t - 1])
+    return best_score, tags
+
+
 class LinearChainCRF(nn.Module):
     """Linear-chain CRF over ``num_tags`` tags.
 
@@ -616,56 +717,11 @@ class LinearChainCRF(nn.Module):
         trans, start, end = self._params(dtype)
         last = _lengths(mask) - 1  # [B]; -1 for empty sequences
         emT = emissions.to(dtype).permute(1, 2, 0).contiguous()  # [T, K, B]
-        scores = torch.empty_like(emT)  # scores[t][j, b]: best score of a path ending in tag j at t
-        torch.add(emT[0], start.unsqueeze(1), out=scores[0])
-        s_out, s_in = scores.unbind(0), scores.unsqueeze(1).unbind(0)  # [K, B] and [1, K(prev), B]
-        bulk = emT.device.type != "cpu" or (T - 1) * K * K * B <= VITERBI_BULK_MAX
-        if bulk:
-            # cand[t-1][j, i, b] = trans(i, j) + em_t(j, b) (+ scores[t-1](i, b) in the loop)
-            cand = torch.add(emT[1:].unsqueeze(2), trans.t().view(1, K, K, 1), out=emT.new_empty(T - 1, K, K, B))
-            c_list = cand.unbind(0)
-            for t in range(1, T):
-                c = c_list[t - 1]
-                c.add_(s_in[t - 1])
-                torch.amax(c, dim=1, out=s_out[t])
-        else:
-            trans_ji = trans.t().unsqueeze(2)  # [K(next), K(prev), 1]
-            buf = emT.new_empty(K, K, B)
-            e_list = emT.unbind(0)
-            for t in range(1, T):
-                torch.add(s_in[t - 1], trans_ji, out=buf)
-                torch.amax(buf, dim=1, out=s_out[t])
-                s_out[t].add_(e_list[t])
-        final = scores.gather(0, last.clamp(min=0).view(1, 1, B).expand(1, K, B)).squeeze(0) + end.unsqueeze(1)
-        best_score, best_last = final.max(dim=0)  # [B]
         reaches = last.unsqueeze(0) >= torch.arange(T, device=emT.device).unsqueeze(1)  # [T, B]
-        if bulk and T > 1:
-            # Backpointers for all steps at once, as a pointer table over flat positions
-            # p = t*K*B + j*B + b of [T, K, B]: ptr[p] = the position of the best tag at t-1
-            # before tag j at t (past a sequence's end: the same tag at t-1). Backtracking
-            # is then one `take` per step.
-            code = _argmax_code(cand, scores[1:].unsqueeze(2), dim=2)  # [T-1, K, B]: K-1-argmax
-            code = torch.where(reaches[1:].unsqueeze(1), code, torch.arange(K - 1, -1, -1, device=code.device, dtype=code.dtype).view(1, K, 1))
-            base = (torch.arange(T - 1, device=code.device) * (K * B) + (K - 1) * B).view(T - 1, 1, 1) + torch.arange(B, device=code.device)
-            ptr = torch.zeros(T, K, B, dtype=torch.long, device=code.device)
-            torch.add(base, code, alpha=-B, out=ptr[1:])  # [T-1, 1, B] + [T-1, K, B]
-            ptr = ptr.view(-1)
-            pos = (T - 1) * K * B + best_last * B + torch.arange(B, device=code.device)
-            trail = [pos]
-            for _ in range(T - 1):
-                pos = ptr.take(pos)
-                trail.append(pos)
-            trail.reverse()
-            tags = torch.stack(trail).div_(B, rounding_mode="floor").remainder_(K)  # [T, B]
+        if emT.device.type != "cpu" or (T - 1) * K * K * B <= VITERBI_BULK_MAX:
+            best_score, tags = _viterbi_meet_in_middle(emT, trans, start, end, last)
         else:
-            # backpointers recomputed for the chosen tag only: one [K, B] argmax per step;
-            # tags[t] is the best path's tag at t for t <= last, its last tag above
-            tags = torch.empty(T, B, dtype=torch.long, device=emT.device)
-            tags[T - 1] = best_last
-            t_out, reach = tags.unbind(0), reaches.unbind(0)
-            for t in range(T - 1, 0, -1):
-                prev = (s_out[t - 1] + trans.index_select(1, t_out[t])).max(dim=0).indices
-                torch.where(reach[t], prev, best_last, out=t_out[t - 1])
+            best_score, tags = _viterbi_stepwise(emT, trans, start, end, last, reaches)
         paths = torch.where(reaches, tags, -1).t()
         return torch.where(last >= 0, best_score, 0.0), paths
 
