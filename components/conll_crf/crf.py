@@ -10,13 +10,22 @@ buffers, not parameters: a disallowed transition is -inf in every computation,
 so it is excluded from the partition function, the marginals and every decode,
 and no amount of training can make it possible.
 
-Numerics: the forward and backward recursions run in log space (logsumexp), in
-float32 at least (float64 stays float64; fp16/bf16 emissions are upcast), so
-emissions of magnitude 1e3 and sequences of 10,000 steps are exact to float32
-precision. The gradient of the log partition is computed by a hand-written
-forward-backward pass (marginals), which avoids autograd's per-step graph.
-Everything stays on the emissions' device; no host synchronisation happens
-inside the time loops.
+Training objective (`nll`, `log_partition`): one autograd Function computes
+log Z and the gold path's score and, in its backward, the gradient from
+forward-backward marginals, so autograd records no graph over the time loop.
+The recursions run in scaled probability space in float64 (one matrix product
+and one elementwise product per step); when the scores spread too far for that
+to be exact (checked once per call), in log space instead (logsumexp). Either
+way emissions of magnitude 1e3 and sequences of 10,000 steps are exact to
+float32 precision, and fp16/bf16 emissions are upcast.
+
+Decoding (`viterbi`): a forward and a backward max-product pass run side by
+side and meet in the middle (T // 2 steps of two ops each); backpointers come
+from the stored candidate scores in one pass, and both halves of each path are
+read off one pointer table. `nbest` keeps the k best partial paths per tag.
+
+Everything stays on the emissions' device. The one host synchronisation per
+training call happens before the time loop; decoding has none.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -696,12 +705,10 @@ class LinearChainCRF(nn.Module):
         """Best path per sequence: (scores [B], paths [B, T] long, -1 past each length).
         Empty sequences score 0. Ties go to the lower tag index.
 
-        Two ops per time step: the candidate scores of a step (previous score +
-        transition + emission, emissions folded in up front) are summed in place
-        and max-reduced. Backpointers come afterwards, for all steps at once,
-        from the stored candidates and their maxima (`_argmax_given_max`), and
-        the path is read off them by pointer doubling (log T gathers), so no
-        Python loop runs per sequence and no host sync happens."""
+        See `_viterbi_meet_in_middle` (on GPU, and for small batches on CPU) and
+        `_viterbi_stepwise` (large batches on CPU, where storing every step's
+        candidate scores costs more memory traffic than it saves). No Python
+        loop runs per sequence and no host sync happens."""
         if mask is None:
             mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
         _check(emissions, mask, self.num_tags)
