@@ -1,14 +1,16 @@
 """Benchmark conll_crf's LinearChainCRF against pytorch-crf on identical inputs.
 
-    python scripts/bench_crf.py [--threads 1] [--repeats 20] [--block 10] [--json metrics/bench_crf.json]
+    python scripts/bench_crf.py [--threads 1] [--repeats 20] [--block 10] [--in-context] [--json metrics/bench_crf.json]
 
 For each (B, T, K) with ragged lengths (uniform in [1, T], one sequence of
 length T), both CRFs get the same parameters and emissions. Measured:
 sequences/s for the NLL forward+backward (gradients w.r.t. emissions and CRF
-parameters) and for Viterbi decoding, the best single call after a warm-up,
-in two ways (see `best_times`): "warm", the implementations taking turns in
-blocks of `block` calls, and "cold", alternating single calls. Paths are
-compared; log-likelihoods must agree to 1e-3.
+parameters) and for Viterbi decoding: the best single call after a warm-up,
+the implementations taking turns in blocks of `block` consecutive calls (as
+timeit measures), so both see the same machine load. With --in-context, a
+second table times every call of either implementation right after the same
+untimed BiLSTM forward+backward over the batch (as inside the real model; see
+`encoder_step`). Paths are compared; log-likelihoods must agree to 1e-3.
 """
 import argparse
 import json
@@ -24,27 +26,41 @@ from conll_crf.crf import LinearChainCRF
 SHAPES = [(32, 40, 9), (128, 40, 9), (32, 128, 9), (256, 30, 17)]
 
 
-def best_times(fns, repeats, block):
+def best_times(fns, repeats, block, between=None):
     """Best (minimum) time of one call of each function over `repeats` rounds.
     Within a round the functions take turns, each running `block` calls in a
-    row, so both see the same machine load. block=1 alternates single calls:
-    every call then starts with caches full of the other implementation's
-    data and code ("cold", as between the layers of a real network);
-    block > 1 measures calls that follow calls of their own ("warm", as
-    timeit does)."""
+    row, so both see the same machine load. With `between`, that untimed
+    function runs before every timed call of either implementation."""
     for fn in fns:
         fn()  # warm-up
     best = [float("inf")] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             for _ in range(block):
+                if between is not None:
+                    between()
                 t0 = time.perf_counter()
                 fn()
                 best[i] = min(best[i], time.perf_counter() - t0)
     return best
 
 
-def bench_shape(B, T, K, repeats, block, seed=0):
+def encoder_step(B, T, width=64, seed=0):
+    """An untimed stand-in for what runs before the CRF in the real model: a
+    BiLSTM forward and backward over the same batch shape. Run before each
+    timed call in the --in-context measurement, it leaves the caches, the allocator
+    and the autograd engine as a network would, the same for both CRFs."""
+    torch.manual_seed(seed)
+    lstm = torch.nn.LSTM(width, width // 2, bidirectional=True, batch_first=True)
+    x = torch.randn(B, T, width)
+
+    def run():
+        lstm(x)[0].sum().backward()
+
+    return run
+
+
+def bench_shape(B, T, K, repeats, block, in_context=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T
@@ -76,9 +92,11 @@ def bench_shape(B, T, K, repeats, block, seed=0):
     _, paths = ours.viterbi(em, mask)
     same = all(paths[b, : len(p)].tolist() == p for b, p in enumerate(paths_ref))
     r = {"shape": [B, T, K], "max_abs_loglik_diff": ll_diff, "identical_paths": same}
-    for mode, blk, rounds in (("warm", block, repeats), ("cold", 1, repeats * block)):
-        t_ours, t_ref = best_times([our_train, ref_train], rounds, blk)
-        v_ours, v_ref = best_times([lambda: ours.viterbi(em, mask), lambda: ref.decode(em, mask_u8)], rounds, blk)
+    modes = [("warm", block, None)] + ([("in_context", 1, encoder_step(B, T))] if in_context else [])
+    for mode, blk, between in modes:
+        rounds = repeats if mode == "warm" else repeats * 2
+        t_ours, t_ref = best_times([our_train, ref_train], rounds, blk, between)
+        v_ours, v_ref = best_times([lambda: ours.viterbi(em, mask), lambda: ref.decode(em, mask_u8)], rounds, blk, between)
         r[mode] = {
             "nll_fwd_bwd_seqs_per_s": {"ours": B / t_ours, "pytorch_crf": B / t_ref, "ratio": t_ref / t_ours},
             "viterbi_seqs_per_s": {"ours": B / v_ours, "pytorch_crf": B / v_ref, "ratio": v_ref / v_ours},
@@ -89,15 +107,16 @@ def bench_shape(B, T, K, repeats, block, seed=0):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=20, help="rounds (warm); cold runs repeats * block rounds")
+    parser.add_argument("--repeats", type=int, default=20, help="rounds (warm); --in-context runs 2 * repeats rounds of single calls")
     parser.add_argument("--block", type=int, default=10, help="consecutive calls per turn in the warm measurement")
+    parser.add_argument("--in-context", action="store_true", help="also time every call after a BiLSTM forward+backward")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU {platform.processor() or platform.machine()}")
-    rows = [bench_shape(B, T, K, args.repeats, args.block) for B, T, K in SHAPES]
-    for mode in ("warm", "cold"):
-        how = f"blocks of {args.block} calls" if mode == "warm" else "alternating single calls"
+    rows = [bench_shape(B, T, K, args.repeats, args.block, args.in_context) for B, T, K in SHAPES]
+    for mode in ("warm", "in_context") if args.in_context else ("warm",):
+        how = f"blocks of {args.block} consecutive calls" if mode == "warm" else "every call right after a BiLSTM forward+backward"
         print(f"\n{mode} ({how}), sequences/s and ratio ours / pytorch-crf")
         header = f"{'B, T, K':>14} | {'NLL fwd+bwd: ours':>18} {'pytorch-crf':>12} {'ratio':>6} | {'Viterbi: ours':>14} {'pytorch-crf':>12} {'ratio':>6} | paths"
         print(header)
@@ -111,7 +130,7 @@ def main():
             )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"torch": torch.__version__, "threads": args.threads, "block": args.block, "repeats": args.repeats,
+        meta = {"torch": torch.__version__, "threads": args.threads, "block": args.block, "repeats": args.repeats, "in_context": args.in_context,
                 "machine": platform.machine(), "rows": rows}
         args.json.write_text(json.dumps(meta, indent=2) + "\n")
 
