@@ -437,35 +437,36 @@ def _marginals(em, trans, end, mask, alphas):
 VITERBI_BULK_MAX = 1 << 19
 
 
-def _argmax_code(cand: Tensor, best: Tensor, dim: int) -> Tensor:
+def _argmax_code(cand: Tensor, best: Tensor, dim: int, desc: Tensor) -> Tensor:
     """K-1-argmax over ``dim`` of ``cand`` (overwritten; K = its size there),
     given ``best``, its max over ``dim`` (keepdim), bitwise as `torch.amax`
-    returned it; ties go to the lower index. Faster than ``max(dim).indices``
+    returned it, and ``desc`` = K-1, ..., 0 along ``dim`` in the integer type
+    of cand's width; ties go to the lower index. Faster than ``max(dim).indices``
     or comparisons on CPU: ``cand - best`` is +0 exactly at the maxima and has
     its sign bit set everywhere else, which an arithmetic shift of its bits
     turns into 0 and -1. (A row that is all -inf gives NaN; its code is then
     arbitrary but in range, and such a row is never on a path of finite score.)"""
-    K = cand.size(dim)
-    itype = {torch.float32: torch.int32, torch.float64: torch.int64}[cand.dtype]
-    bits = cand.sub_(best).view(itype)
-    bits.bitwise_right_shift_(torch.iinfo(itype).bits - 1)  # 0 at a max, -1 elsewhere
-    shape = [1] * cand.dim()
-    shape[dim] = K
-    bits.bitwise_or_(torch.arange(K - 1, -1, -1, device=cand.device, dtype=itype).view(shape))  # K-1-i at a max
+    bits = cand.sub_(best).view(desc.dtype)
+    bits.bitwise_right_shift_(torch.iinfo(desc.dtype).bits - 1)  # 0 at a max, -1 elsewhere
+    bits.bitwise_or_(desc)  # K-1-i at a max
     return bits.amax(dim).clamp_(min=0)
 
 
 @functools.lru_cache(maxsize=64)
-def _meet_in_middle_indices(T: int, K: int, B: int, device: torch.device) -> Tuple[Tensor, ...]:
+def _meet_in_middle_indices(T: int, K: int, B: int, device: torch.device, dtype: torch.dtype) -> Tuple[Tensor, ...]:
     """Index constants of `_viterbi_meet_in_middle` for one shape (immutable, so cached)."""
     n, W = T // 2, 2 * B
     ar_w = torch.arange(W, device=device)
     em_pos = torch.arange(T - 1, T - 1 - n, -1, device=device).view(n, 1)  # emissions of backward step k: T-k
+    # the sequence's last position for which step k's extra candidate holds the end weights:
+    # T-1-k for the backward columns, never (-2) for the forward ones
+    end_at = torch.cat([torch.full((n, B), -2, device=device), (em_pos - 1).expand(n, B)], 1).unsqueeze(1)  # [n, 1, W]
+    desc = torch.arange(K, -1, -1, device=device, dtype={torch.float32: torch.int32, torch.float64: torch.int64}[dtype])
     base = (torch.arange(n, device=device) * (K * W) + K * W).view(n, 1, 1) + ar_w  # pointer of row k-1, tag K - code
     row0 = torch.arange(K * W, device=device).view(K, W)  # row 0 points to itself
     start = torch.cat([ar_w[:B], (T - 1 - n) * K * W + ar_w[B:]])  # trail starts, before the row and tag terms
     ar_p = torch.arange(n + 1, device=device).view(n + 1, 1)
-    return em_pos, base, row0, start, ar_p
+    return em_pos, end_at, desc.view(1, 1, K + 1, 1), base, row0, start, ar_p
 
 
 def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor]:
@@ -483,7 +484,7 @@ def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tens
     -inf elsewhere), so ragged batches need no alignment."""
     T, K, B = emT.shape
     n, W = T // 2, 2 * B
-    em_pos, base, row0, trail_start, ar_p = _meet_in_middle_indices(T, K, B, emT.device)
+    em_pos, end_at, desc, base, row0, trail_start, ar_p = _meet_in_middle_indices(T, K, B, emT.device, emT.dtype)
     # candidates: forward step k (position k): [j, i] = trans(i, j) + em_k(j); backward step k
     # (position T-1-k): [i, j] = trans(i, j) + em_{T-k}(j), -inf past the end, and column K = the
     # end weight of i where T-1-k is the sequence's last position
@@ -491,8 +492,7 @@ def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tens
     torch.add(emT[1 : n + 1].unsqueeze(2), trans.t().view(1, K, K, 1), out=cand[:, :, :K, :B])
     em_next = emT.flip(0)[:n].masked_fill_((em_pos > last).unsqueeze(1), NEG_INF)  # [n, K, B]
     torch.add(em_next.unsqueeze(1), trans.view(1, K, K, 1), out=cand[:, :, :K, B:])
-    cand[:, :, K, :B] = NEG_INF
-    cand[:, :, K, B:] = torch.where((em_pos - 1 == last).unsqueeze(1), end.view(1, K, 1), NEG_INF)
+    cand[:, :, K] = torch.where(end_at == last.repeat(2), end.view(1, K, 1), NEG_INF)
     # states: st[k][:K] = forward max-scores at position k | backward max-scores at position T-1-k
     st = emT.new_empty(n + 1, K + 1, W)
     st[:, K] = 0.0
@@ -513,7 +513,7 @@ def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tens
     ptr = torch.empty(n + 1, K, W, dtype=torch.long, device=emT.device)
     ptr[0] = row0
     if n:
-        code = _argmax_code(cand, st[1:, :K].unsqueeze(2), dim=2).clamp_(min=1)  # K - argmax, never the extra column
+        code = _argmax_code(cand, st[1:, :K].unsqueeze(2), 2, desc).clamp_(min=1)  # K - argmax, never the extra column
         torch.add(base, code, alpha=-W, out=ptr[1:])
     ptr = ptr.view(-1)
     pos = trail_start + torch.cat([at, at.new_zeros(B)]).mul_(K * W).add_(tag.repeat(2).mul_(W))
@@ -527,7 +527,7 @@ def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tens
     return best_score, torch.cat([fwd, slots[1 : T - n, B:]])
 
 
-def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor, reaches: Tensor) -> Tuple[Tensor, Tensor]:
+def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor]:
     """Viterbi for large batches on CPU: (best scores [B], tags [T, B]), same
     contract as `_viterbi_meet_in_middle`. The forward pass keeps one small
     candidate buffer (streams less memory than storing every step's
@@ -546,6 +546,7 @@ def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, la
     final = scores.gather(0, last.clamp(min=0).view(1, 1, B).expand(1, K, B)).squeeze(0) + end.unsqueeze(1)
     best_score, best_last = final.max(dim=0)  # [B]
     # tags[t] is the best path's tag at t for t <= last, its last tag above
+    reaches = last.unsqueeze(0) >= torch.arange(T, device=emT.device).unsqueeze(1)  # [T, B]
     tags = torch.empty(T, B, dtype=torch.long, device=emT.device)
     tags[T - 1] = best_last
     t_out, reach = tags.unbind(0), reaches.unbind(0)
@@ -724,12 +725,11 @@ class LinearChainCRF(nn.Module):
         trans, start, end = self._params(dtype)
         last = _lengths(mask) - 1  # [B]; -1 for empty sequences
         emT = emissions.to(dtype).permute(1, 2, 0).contiguous()  # [T, K, B]
-        reaches = last.unsqueeze(0) >= torch.arange(T, device=emT.device).unsqueeze(1)  # [T, B]
         if emT.device.type != "cpu" or (T - 1) * K * K * B <= VITERBI_BULK_MAX:
             best_score, tags = _viterbi_meet_in_middle(emT, trans, start, end, last)
         else:
-            best_score, tags = _viterbi_stepwise(emT, trans, start, end, last, reaches)
-        paths = torch.where(reaches, tags, -1).t()
+            best_score, tags = _viterbi_stepwise(emT, trans, start, end, last)
+        paths = tags.t().masked_fill(~mask, -1)
         return torch.where(last >= 0, best_score, 0.0), paths
 
     @torch.no_grad()
