@@ -374,7 +374,8 @@ class _CRFObjective(torch.autograd.Function):
         if ctx.has_gold:
             ycT, idx = saved[7:]
             # minus the gold path: one-hot emissions, and the count of each X entry it uses
-            g_em.scatter_add_(1, ycT, torch.where(pad, 0.0, -g.view(1, 1, -1)))
+            # (one entry per position, so a plain scatter: no atomics, deterministic on GPU too)
+            g_em.scatter_(1, ycT, g_em.gather(1, ycT) - torch.where(pad, 0.0, g.view(1, 1, -1)))
             gX.view(-1).index_add_(0, idx.view(-1), g.neg().expand(idx.shape).reshape(-1))
         K = gX.size(0) - 1
         return (
