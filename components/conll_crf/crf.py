@@ -445,12 +445,13 @@ def _argmax_code(cand: Tensor, best: Tensor, dim: int, desc: Tensor) -> Tensor:
     of cand's width; ties go to the lower index. Faster than ``max(dim).indices``
     or comparisons on CPU: ``cand - best`` is +0 exactly at the maxima and has
     its sign bit set everywhere else, which an arithmetic shift of its bits
-    turns into 0 and -1. (A row that is all -inf gives NaN; its code is then
-    arbitrary but in range, and such a row is never on a path of finite score.)"""
+    turns into 0 and -1. (A row that is all -inf gives NaN: its code is then
+    arbitrary, -1 included, for the caller to clamp; such a row is never on a
+    path of finite score.)"""
     bits = cand.sub_(best).view(desc.dtype)
     bits.bitwise_right_shift_(torch.iinfo(desc.dtype).bits - 1)  # 0 at a max, -1 elsewhere
     bits.bitwise_or_(desc)  # K-1-i at a max
-    return bits.amax(dim).clamp_(min=0)
+    return bits.amax(dim)
 
 
 @functools.lru_cache(maxsize=64)
@@ -466,8 +467,9 @@ def _meet_in_middle_indices(T: int, K: int, B: int, device: torch.device, dtype:
     base = (torch.arange(n, device=device) * (K * W) + K * W).view(n, 1, 1) + ar_w  # pointer of row k-1, tag K - code
     row0 = torch.arange(K * W, device=device).view(K, W)  # row 0 points to itself
     start = torch.cat([ar_w[:B], (T - 1 - n) * K * W + ar_w[B:]])  # trail starts, before the row and tag terms
-    ar_p = torch.arange(n + 1, device=device).view(n + 1, 1)
-    return em_pos, end_at, desc.view(1, 1, K + 1, 1), base, row0, start, ar_p
+    neg_p = -torch.arange(n + 1, device=device).view(n + 1, 1)
+    zeros = torch.zeros(B, dtype=torch.long, device=device)
+    return em_pos, end_at, desc.view(1, 1, K + 1, 1), base, row0, start, neg_p, zeros
 
 
 def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor]:
@@ -482,18 +484,20 @@ def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tens
     off one pointer table, again n steps. Every step's candidate scores are
     laid out [K(out), K+1(reduced), 2B], the extra candidate carrying the end
     weights into the backward pass at each sequence's own last position (and
-    -inf elsewhere), so ragged batches need no alignment."""
+    -inf elsewhere), so ragged batches need no alignment. (Written with few
+    distinct ops: right after an encoder, each different op costs extra.)"""
     T, K, B = emT.shape
     n, W = T // 2, 2 * B
-    em_pos, end_at, desc, base, row0, trail_start, ar_p = _meet_in_middle_indices(T, K, B, emT.device, emT.dtype)
+    em_pos, end_at, desc, base, row0, trail_start, neg_p, zeros = _meet_in_middle_indices(T, K, B, emT.device, emT.dtype)
+    last2 = torch.cat([last, last])
     # candidates: forward step k (position k): [j, i] = trans(i, j) + em_k(j); backward step k
     # (position T-1-k): [i, j] = trans(i, j) + em_{T-k}(j), -inf past the end, and column K = the
     # end weight of i where T-1-k is the sequence's last position
     cand = emT.new_empty(n, K, K + 1, W)
     torch.add(emT[1 : n + 1].unsqueeze(2), trans.t().view(1, K, K, 1), out=cand[:, :, :K, :B])
-    em_next = emT.flip(0)[:n].masked_fill_((em_pos > last).unsqueeze(1), NEG_INF)  # [n, K, B]
+    em_next = torch.where((em_pos > last).unsqueeze(1), NEG_INF, emT.flip(0)[:n])  # [n, K, B]
     torch.add(em_next.unsqueeze(1), trans.view(1, K, K, 1), out=cand[:, :, :K, B:])
-    cand[:, :, K] = torch.where(end_at == last.repeat(2), end.view(1, K, 1), NEG_INF)
+    cand[:, :, K] = torch.where(end_at == last2, end.view(1, K, 1), NEG_INF)
     # states: st[k][:K] = forward max-scores at position k | backward max-scores at position T-1-k
     st = emT.new_empty(n + 1, K + 1, W)
     st[:, K] = 0.0
@@ -507,25 +511,25 @@ def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tens
     # join at position n, or at the last position of sequences that end before it
     at = last.clamp(0, n)
     fwd_at = st[:, :K, :B].gather(0, at.view(1, 1, B).expand(1, K, B)).squeeze(0)
-    joined = fwd_at + torch.where(last >= n, st[T - 1 - n, :K, B:], end.unsqueeze(1))
+    joined = fwd_at + torch.where(last > n - 1, st[T - 1 - n, :K, B:], end.unsqueeze(1))
     best_score, tag = joined.max(dim=0)  # [B]: the best score, and the tag at `at`
     # pointer table over the slots (k, j, col) of st: a forward slot points to the best previous
     # tag, a backward slot to the best next tag, both in row k-1; row 0 points to itself
-    ptr = torch.empty(n + 1, K, W, dtype=torch.long, device=emT.device)
+    ptr = row0.new_empty(n + 1, K, W)
     ptr[0] = row0
     if n:
-        code = _argmax_code(cand, st[1:, :K].unsqueeze(2), 2, desc).clamp_(min=1)  # K - argmax, never the extra column
-        torch.add(base, code, alpha=-W, out=ptr[1:])
+        code = _argmax_code(cand, st[1:, :K].unsqueeze(2), 2, desc)  # K - argmax
+        torch.add(base, code.clamp(min=1), alpha=-W, out=ptr[1:])  # never the extra column
     ptr = ptr.view(-1)
-    pos = trail_start + torch.cat([at, at.new_zeros(B)]).mul_(K * W).add_(tag.repeat(2).mul_(W))
+    pos = torch.add(torch.add(trail_start, torch.cat([at, zeros]), alpha=K * W), torch.cat([tag, tag]), alpha=W)
     trail = [pos]
     for _ in range(n):
         pos = ptr.take(pos)
         trail.append(pos)
-    slots = torch.stack(trail).div_(W, rounding_mode="floor").remainder_(K)  # [n+1, 2B]: tags
+    tags = torch.stack(trail).div_(W, rounding_mode="floor").remainder_(K)  # [n+1, 2B]
     # forward: trail k holds position at-k; backward: trail k holds position n+k
-    fwd = slots[:, :B].gather(0, (at - ar_p).clamp_(min=0))
-    return best_score, torch.cat([fwd, slots[1 : T - n, B:]])
+    fwd = tags[:, :B].gather(0, torch.add(at, neg_p).clamp(min=0))
+    return best_score, torch.cat([fwd, tags[1 : T - n, B:]])
 
 
 def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor]:
@@ -724,14 +728,13 @@ class LinearChainCRF(nn.Module):
         if T == 0:
             return emissions.new_zeros(B, dtype=dtype), torch.full((B, 0), -1, dtype=torch.long, device=emissions.device)
         trans, start, end = self._params(dtype)
-        last = _lengths(mask) - 1  # [B]; -1 for empty sequences
+        last = torch.add(_lengths(mask), -1)  # [B]; -1 for empty sequences
         emT = emissions.to(dtype).permute(1, 2, 0).contiguous()  # [T, K, B]
         if emT.device.type != "cpu" or (T - 1) * K * K * B <= VITERBI_BULK_MAX:
             best_score, tags = _viterbi_meet_in_middle(emT, trans, start, end, last)
         else:
             best_score, tags = _viterbi_stepwise(emT, trans, start, end, last)
-        paths = tags.t().masked_fill(~mask, -1)
-        return torch.where(last >= 0, best_score, 0.0), paths
+        return torch.where(last > -1, best_score, 0.0), torch.where(mask, tags.t(), -1)
 
     @torch.no_grad()
     def nbest(self, emissions: Tensor, mask: Optional[Tensor] = None, k: int = 5) -> Tuple[Tensor, Tensor]:
