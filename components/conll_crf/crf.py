@@ -432,9 +432,10 @@ def _marginals(em, trans, end, mask, alphas):
 
 
 
-# Viterbi on CPU keeps every step's candidate scores ([T-1, K, K, B]) for a bulk backpointer
-# pass while they are this small (elements); above it, backpointers are recomputed per step for
-# the chosen tag only, which streams less memory. Off CPU the bulk pass is always used.
+# The meet-in-the-middle decoder keeps every step's candidate scores (about (T-1) K^2 B floats) for
+# one bulk backpointer pass. On CPU it is used while they are at most this many; above it,
+# `_viterbi_stepwise` recomputes backpointers per step for the chosen tag only, which streams less
+# memory (the crossover lies between 0.4 and 1 million here). Off CPU it is always used.
 VITERBI_BULK_MAX = 1 << 19
 
 
