@@ -267,6 +267,21 @@ def test_invalid_gold_path_raises():
     bad = torch.tensor([[tags.index("B-PER"), tags.index("I-ORG")]])
     with pytest.raises(ValueError, match="constraints forbid"):
         crf.nll(em, bad)
+    with pytest.raises(ValueError, match="constraints forbid"):
+        crf.score(em, bad)
+
+
+def test_out_of_range_gold_tags_raise_but_padding_is_ignored():
+    crf = LinearChainCRF(3)
+    em = torch.randn(2, 3, 3)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    for tags in (torch.tensor([[0, 1, 3], [0, 0, 0]]), torch.tensor([[0, 1, 2], [-1, 0, 0]])):
+        with pytest.raises(ValueError, match=r"tags must be in \[0, 3\) at unmasked positions \(sequences \[\d\]\)"):
+            crf.nll(em, tags, mask)
+        with pytest.raises(ValueError, match=r"tags must be in \[0, 3\)"):
+            crf.score(em, tags, mask)
+    padded = torch.tensor([[0, 1, 2], [2, 0, 7]])  # 7 sits on padding
+    assert torch.isfinite(crf.nll(em, padded, mask)).all()
 
 
 def test_biluo_constraints():

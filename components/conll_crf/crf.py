@@ -185,6 +185,12 @@ def _scaled_plan(em_range: float, p_range: float, num_tags: int) -> int:
     return int(max(1, min(MAX_RENORM_INTERVAL, (FLOAT64_LOG_RANGE - 2 * spread - ends) // per_step)))
 
 
+def _at(x: Tensor, pos: Tensor) -> Tensor:
+    """x [T, K, B] at each sequence's position ``pos`` [B] (in range): [K, B]."""
+    T, K, B = x.shape
+    return x.gather(0, pos.view(1, 1, B).expand(1, K, B)).squeeze(0)
+
+
 def _scaled_forward(P: Tensor, E: Tensor, S: Tensor, every: int) -> Tuple[Tensor, Tensor]:
     """P [T, K, B] scaled emissions (0 on padding), E [K, K] scaled transitions,
     S [K] scaled start. Returns (alphas [T, K, B], c [T, 1, B]): the true forward
@@ -230,17 +236,24 @@ def _scaled_backward(P: Tensor, E: Tensor, F_last: Tensor, every: int) -> Tensor
     return betas
 
 
-def _extended(trans: Tensor, start: Tensor, end: Tensor, allowed: Tensor, allowed_start: Tensor, allowed_end: Tensor) -> Tensor:
-    """The CRF's scores as one float64 matrix X [K+1, K+1] over the tags and a
-    virtual boundary state K: X[i, j] = transitions, X[K, j] = start, X[i, K] =
-    end, X[K, K] = 0; disallowed entries -inf. A path y_0..y_{L-1} padded with K
-    on both sides then scores sum_t X[y_t, y_{t+1}] plus its emissions, however
-    much padding follows it."""
+def _constrained(
+    trans: Tensor, start: Tensor, end: Tensor, allowed: Tensor, allowed_start: Tensor, allowed_end: Tensor
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Transition, start and end scores with the disallowed entries at -inf."""
+    return torch.where(allowed, trans, NEG_INF), torch.where(allowed_start, start, NEG_INF), torch.where(allowed_end, end, NEG_INF)
+
+
+def _extended(trans: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    """The CRF's (constrained) scores as one float64 matrix X [K+1, K+1] over
+    the tags and a virtual boundary state K: X[i, j] = transitions, X[K, j] =
+    start, X[i, K] = end, X[K, K] = 0. A path y_0..y_{L-1} padded with K on both
+    sides then scores sum_t X[y_t, y_{t+1}] plus its emissions, however much
+    padding follows it."""
     K = trans.size(0)
     X = torch.zeros(K + 1, K + 1, dtype=torch.float64, device=trans.device)
-    X[:K, :K] = torch.where(allowed, trans, NEG_INF)
-    X[K, :K] = torch.where(allowed_start, start, NEG_INF)
-    X[:K, K] = torch.where(allowed_end, end, NEG_INF)
+    X[:K, :K] = trans
+    X[K, :K] = start
+    X[:K, K] = end
     return X
 
 
@@ -275,11 +288,11 @@ class _CRFObjective(torch.autograd.Function):
         f64 = torch.float64
         out_dtype = torch.promote_types(em.dtype, torch.float32)
         maskT = mask.t()  # [T, B]
-        lengths = mask.sum(1)
+        lengths = _lengths(mask)
         last = (lengths - 1).clamp_(min=0)
         pad = maskT.logical_not().unsqueeze(1)  # [T, 1, B]
         emT = torch.empty(T, K, B, dtype=f64, device=em.device).copy_(em.permute(1, 2, 0)).masked_fill_(pad, 0.0)
-        X = _extended(trans, start, end, allowed, allowed_start, allowed_end)
+        X = _extended(*_constrained(trans, start, end, allowed, allowed_start, allowed_end))
         Xf = X.view(-1)[:-1]  # the CRF's own scores (without the padding entry)
         p_max = Xf.max()
         m = emT.amax(1, keepdim=True)  # [T, 1, B]
@@ -296,13 +309,7 @@ class _CRFObjective(torch.autograd.Function):
             checks += [gold.sum(), (yc != y).sum()]
         stats = torch.stack(checks).tolist()  # the one host sync
         if tags is not None and (stats[3] or stats[2] == NEG_INF):
-            bad = (yc != y).any(0)
-            if stats[3]:
-                raise ValueError(f"tags must be in [0, {K}) at unmasked positions (sequences {bad.nonzero().flatten().tolist()})")
-            raise ValueError(
-                f"gold tag path of sequence(s) {torch.isinf(gold).nonzero().flatten().tolist()} uses a transition, "
-                f"first tag or last tag that the CRF's constraints forbid (e.g. O followed by I-X in BIO)"
-            )
+            _raise_for_bad_gold((yc != y).any(0), torch.isinf(gold), K)
         em_range, p_range = stats[0], stats[1]
         if not math.isfinite(em_range):  # impossible tags (-inf): the range of the finite emissions
             em_range = float(_finite_range(emT, dim=1).max())
@@ -315,7 +322,7 @@ class _CRFObjective(torch.autograd.Function):
             Xs = torch.exp(X - shift)
             E, S, F = Xs[:K, :K], Xs[K, :K], Xs[:K, K]
             alphas, c = _scaled_forward(P, E, S, every)
-            a_last = alphas.gather(0, last.view(1, 1, B).expand(1, K, B)).squeeze(0)  # [K, B]
+            a_last = _at(alphas, last)  # [K, B]
             log_c = torch.log(c).masked_fill_(pad, 0.0)  # c is 1 except at renormalised steps
             log_z = (log_c + m).sum((0, 1)) + torch.log(torch.mv(a_last.t(), F)) + (lengths + 1) * shift
             saved = [P, E, F, alphas, c, pad, last]
@@ -353,7 +360,7 @@ class _CRFObjective(torch.autograd.Function):
             g_em = ab.mul_(scale)  # [T, K, B]: d log Z / d em times the gradient
             gX = torch.zeros(K + 1, K + 1, dtype=torch.float64, device=P.device)
             gX[K, :K] = g_em[0].sum(1)
-            gX[:K, K] = g_em.gather(0, last.view(1, 1, B).expand(1, K, B)).sum((0, 2))
+            gX[:K, K] = _at(g_em, last).sum(1)
             if T > 1:
                 # xi_t(i, j) = alpha_t(i) E(i, j) P_{t+1}(j) beta_{t+1}(j) / (c_{t+1} d_{t+1})
                 u = alphas[:-1] * (scale[1:] / c[1:])
@@ -385,12 +392,25 @@ class _CRFObjective(torch.autograd.Function):
         )
 
 
-def _finite_range(x: Tensor, dim=None) -> Tensor:
+def _finite_range(x: Tensor, dim: int) -> Tensor:
+    """The range of the finite values of x along ``dim`` (0 where there are none)."""
     finite = torch.isfinite(x)
     hi = torch.where(finite, x, torch.full_like(x, NEG_INF))
     lo = torch.where(finite, x, torch.full_like(x, float("inf")))
-    r = (hi.max() - lo.min()) if dim is None else (hi.amax(dim) - lo.amin(dim))
+    r = hi.amax(dim) - lo.amin(dim)
     return torch.where(torch.isfinite(r), r, torch.zeros_like(r))
+
+
+def _raise_for_bad_gold(out_of_range: Tensor, forbidden: Tensor, num_tags: int) -> None:
+    """ValueError naming the sequences whose gold tags are out of range, else
+    those whose gold path the constraints forbid ([B] bool each); nothing if none."""
+    if bool(out_of_range.any()):
+        raise ValueError(f"tags must be in [0, {num_tags}) at unmasked positions (sequences {out_of_range.nonzero().flatten().tolist()})")
+    if bool(forbidden.any()):
+        raise ValueError(
+            f"gold tag path of sequence(s) {forbidden.nonzero().flatten().tolist()} uses a transition, "
+            f"first tag or last tag that the CRF's constraints forbid (e.g. O followed by I-X in BIO)"
+        )
 
 
 # --- exact log-space path (extreme score ranges) --------------------------------------------
@@ -511,7 +531,7 @@ def _viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tens
         torch.amax(c, 1, False, out=s_out[k])
     # join at position n, or at the last position of sequences that end before it
     at = last.clamp(0, n)
-    fwd_at = st[:, :K, :B].gather(0, at.view(1, 1, B).expand(1, K, B)).squeeze(0)
+    fwd_at = _at(st[:, :K, :B], at)
     joined = fwd_at + torch.where(last > n - 1, st[T - 1 - n, :K, B:], end.unsqueeze(1))
     best_score, tag = joined.max(dim=0)  # [B]: the best score, and the tag at `at`
     # pointer table over the slots (k, j, col) of st: a forward slot points to the best previous
@@ -549,7 +569,7 @@ def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, la
         torch.add(s_in[t - 1], trans_ji, out=buf)
         torch.amax(buf, 1, False, out=s_out[t])
         s_out[t].add_(e_list[t])
-    final = scores.gather(0, last.clamp(min=0).view(1, 1, B).expand(1, K, B)).squeeze(0) + end.unsqueeze(1)
+    final = _at(scores, last.clamp(min=0)) + end.unsqueeze(1)
     best_score, best_last = final.max(dim=0)  # [B]
     # tags[t] is the best path's tag at t for t <= last, its last tag above
     reaches = last.unsqueeze(0) >= torch.arange(T, device=emT.device).unsqueeze(1)  # [T, B]
@@ -609,15 +629,20 @@ class LinearChainCRF(nn.Module):
 
     def _params(self, dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
         """Transition scores with disallowed entries at -inf, in ``dtype``."""
-        trans = torch.where(self.allowed, self.transitions.to(dtype), NEG_INF)
-        start = torch.where(self.allowed_start, self.start_transitions.to(dtype), NEG_INF)
-        end = torch.where(self.allowed_end, self.end_transitions.to(dtype), NEG_INF)
-        return trans, start, end
+        return _constrained(
+            self.transitions.to(dtype), self.start_transitions.to(dtype), self.end_transitions.to(dtype),
+            self.allowed, self.allowed_start, self.allowed_end,
+        )
 
-    def _prepare(self, emissions: Tensor, mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    def _checked_mask(self, emissions: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """``mask``, or all True when None, after checking both shapes."""
         if mask is None:
             mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
         _check(emissions, mask, self.num_tags)
+        return mask
+
+    def _prepare(self, emissions: Tensor, mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        mask = self._checked_mask(emissions, mask)
         em = emissions.to(self._compute_dtype(emissions))
         em = em.masked_fill(~mask.unsqueeze(2), 0.0)
         return em, mask
@@ -629,9 +654,7 @@ class LinearChainCRF(nn.Module):
         return self._objective(emissions, mask, None)
 
     def _objective(self, emissions: Tensor, mask: Optional[Tensor], tags: Optional[Tensor]) -> Tensor:
-        if mask is None:
-            mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
-        _check(emissions, mask, self.num_tags)
+        mask = self._checked_mask(emissions, mask)
         B, T, K = emissions.shape
         if tags is not None and tags.shape != (B, T):
             raise ValueError(f"tags must be [B, T] = {(B, T)}, got {tuple(tags.shape)}")
@@ -669,13 +692,7 @@ class LinearChainCRF(nn.Module):
         s = s + torch.where(nonempty, end[last_tag], 0.0)
         if check:
             bad_range, bad_path = torch.stack([out_of_range.any(1), torch.isinf(s)]).cpu().unbind(0)  # the one sync
-            if bool(bad_range.any()):
-                raise ValueError(f"tags must be in [0, {K}) at unmasked positions (sequences {bad_range.nonzero().flatten().tolist()})")
-            if bool(bad_path.any()):
-                raise ValueError(
-                    f"gold tag path of sequence(s) {bad_path.nonzero().flatten().tolist()} uses a transition, "
-                    f"first tag or last tag that the CRF's constraints forbid (e.g. O followed by I-X in BIO)"
-                )
+            _raise_for_bad_gold(bad_range, bad_path, K)
         return s
 
     def nll(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
@@ -716,9 +733,7 @@ class LinearChainCRF(nn.Module):
         `_viterbi_stepwise` (large batches on CPU, where storing every step's
         candidate scores costs more memory traffic than it saves). No Python
         loop runs per sequence and no host sync happens."""
-        if mask is None:
-            mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
-        _check(emissions, mask, self.num_tags)
+        mask = self._checked_mask(emissions, mask)
         with torch.inference_mode():
             scores, paths = self._viterbi(emissions, mask)
         return scores.clone(), paths.clone()  # ordinary tensors again, usable with autograd
