@@ -1,0 +1,142 @@
+"""Entities of records, by any spaCy pipeline: the unit of work of `conll-crf annotate`.
+
+`Annotator` loads a pipeline once (a package name or a folder; `code` files are
+imported first, as `spacy ... --code` does, for pipelines with custom
+components), pins the process's threads, and turns records into output rows:
+one per record, `{"id", "source", "position", "entities": [{"start_char",
+"end_char", "label", "text", "score"}]}`. `score` is the entity's probability
+where the pipeline gives one: a SpanGroup `doc.spans[scores_key]` with
+`attrs["scores"]` (spaCy's spancat convention, which `crf_ner` follows) that holds
+the same span with the same label; otherwise None.
+
+Documents longer than `max_chars` (default: the pipeline's `nlp.max_length`) are
+annotated in pieces of at most `max_chars` characters, cut at the last paragraph
+break, else line break, else sentence end (". "), else space before the limit
+(a hard cut only for a run without any of them); entity offsets refer to the
+whole text, and no entity spans a cut. Each `nlp.pipe` batch runs inside
+`nlp.memory_zone()`, so the string store does not grow over a long job.
+"""
+import os
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .records import Record
+
+ENTITY_FIELDS = ("start_char", "end_char", "label", "text", "score")
+_CUTS = ("\n\n", "\n", ". ", " ")
+
+
+def pin_threads(threads: int) -> None:
+    """One process's share of the cores: OpenMP/BLAS pools and torch's."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    try:
+        import torch
+    except ImportError:  # a pipeline without torch
+        return
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # only settable once, before any inter-op work
+        pass
+
+
+def split_text(text: str, max_chars: int) -> List[Tuple[int, str]]:
+    """(offset, piece) pairs covering `text`, each piece at most `max_chars` long."""
+    if max_chars < 1:
+        raise ValueError("max_chars must be at least 1")
+    pieces = []
+    start = 0
+    while len(text) - start > max_chars:
+        window = text[start : start + max_chars]
+        cut = max_chars
+        for sep in _CUTS:
+            k = window.rfind(sep)
+            if k > 0:
+                cut = k + len(sep)
+                break
+        pieces.append((start, text[start : start + cut]))
+        start += cut
+    pieces.append((start, text[start:]))
+    return pieces
+
+
+def model_meta(model: str) -> Dict:
+    """meta.json of a pipeline folder or installed package, without loading it."""
+    import srsly
+    from spacy.util import get_package_path, is_package
+
+    path = Path(model)
+    if not path.exists() and is_package(model):
+        path = get_package_path(model)
+    meta_path = path / "meta.json"
+    return dict(srsly.read_json(meta_path)) if meta_path.exists() else {}
+
+
+class Annotator:
+    def __init__(
+        self,
+        model: str,
+        *,
+        code: Sequence[str] = (),
+        threads: int = 1,
+        gpu_id: int = -1,
+        batch_size: int = 64,
+        max_chars: int = 0,
+        scores_key: str = "crf_ner",
+    ) -> None:
+        pin_threads(threads)
+        import spacy
+        from spacy.util import import_file
+
+        for i, path in enumerate(code):
+            import_file(f"conll_crf_user_code_{i}", path)
+        if gpu_id >= 0:
+            spacy.require_gpu(gpu_id)
+        self.nlp = spacy.load(model)
+        self.batch_size = batch_size
+        self.max_chars = max_chars or self.nlp.max_length
+        if self.max_chars > self.nlp.max_length:
+            self.nlp.max_length = self.max_chars
+        self.scores_key = scores_key
+
+    def entities(self, doc, offset: int = 0) -> List[Dict]:
+        scores: Dict[Tuple[int, int, str], float] = {}
+        group = doc.spans.get(self.scores_key) if self.scores_key in doc.spans else None
+        if group is not None and "scores" in group.attrs:
+            for span, score in zip(group, group.attrs["scores"]):
+                scores[(span.start, span.end, span.label_)] = float(score)
+        return [
+            {
+                "start_char": ent.start_char + offset,
+                "end_char": ent.end_char + offset,
+                "label": ent.label_,
+                "text": ent.text,
+                "score": scores.get((ent.start, ent.end, ent.label_)),
+            }
+            for ent in doc.ents
+        ]
+
+    def annotate(
+        self, records: Iterable[Record], progress: Optional[Callable[[int, int], None]] = None
+    ) -> Tuple[List[Dict], int]:
+        """One row per record, in order, and the number of tokens annotated.
+        `progress(n_docs, n_words)` is called after each batch."""
+        records = list(records)
+        pieces: List[Tuple[int, int, str]] = []  # (record index, char offset, text)
+        for i, rec in enumerate(records):
+            pieces.extend((i, off, piece) for off, piece in split_text(rec.text, self.max_chars))
+        total_words = 0
+        rows = [{"id": r.id, "source": r.source, "position": r.position, "entities": []} for r in records]
+        for b in range(0, len(pieces), self.batch_size):
+            batch = pieces[b : b + self.batch_size]
+            n_words = 0
+            with self.nlp.memory_zone():
+                for (i, off, _), doc in zip(batch, self.nlp.pipe([p[2] for p in batch], batch_size=self.batch_size)):
+                    rows[i]["entities"].extend(self.entities(doc, off))
+                    n_words += len(doc)
+            total_words += n_words
+            if progress is not None:
+                ends = sum(1 for k in range(b, b + len(batch)) if k + 1 == len(pieces) or pieces[k + 1][0] != pieces[k][0])
+                progress(ends, n_words)
+        return rows, total_words

@@ -1,0 +1,81 @@
+"""The `conll-crf` command line (also `python -m conll_crf`).
+
+    conll-crf annotate INPUT... --model NAME_OR_PATH --output DIR [options]
+
+Exit status: 0 when every record was annotated; 3 when the job completed but
+some records could not be annotated (see DIR/errors/ and the manifest); 2 when
+the job could not start (bad arguments or inputs; nothing is written); 1 when it
+stopped before completing (run the same command again to resume).
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .annotate import EXIT_USAGE, OUTPUT_FORMATS, JobConfig, JobError, exit_code, run_job
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conll-crf", description="Tools of the spacy-conll-crf package.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "annotate",
+        help="annotate JSONL / Parquet / text files with a spaCy pipeline, resumably, locally or on Ray",
+        description=(
+            "Annotate documents with a spaCy pipeline's entities. One output row per input record; records that "
+            "cannot be annotated get an error row. Run the same command again to resume a job that stopped."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="JSONL (.jsonl/.ndjson), Parquet (.parquet) or plain-text files (one document each), folders, globs")
+    p.add_argument("--model", required=True, help="pipeline package name or folder (e.g. en_conll_crf)")
+    p.add_argument("--output", required=True, type=Path, help="output folder (created; a job's own folder resumes)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: one process with nlp.pipe; ray: a Ray Data actor pool")
+    p.add_argument("--text-field", default="text", help="the field / column holding the text")
+    p.add_argument("--id-field", default="id", help="the field / column holding the id (derived from file and line when absent)")
+    p.add_argument("--format", dest="output_format", choices=OUTPUT_FORMATS, default="parquet", help="output shard format")
+    p.add_argument("--shard-size", type=int, default=1000, help="records per output shard (the unit of resuming and of Ray tasks)")
+    p.add_argument("--batch-size", type=int, default=64, help="documents per nlp.pipe batch")
+    p.add_argument("--max-chars", type=int, default=0,
+                   help="longer documents are annotated in pieces of at most this many characters (0: nlp.max_length)")
+    p.add_argument("--scores-key", default="crf_ner",
+                   help="doc.spans key whose attrs['scores'] give entity probabilities (crf_ner's spans_key)")
+    p.add_argument("--code", action="append", default=[], help="Python file to import first (custom components); repeatable")
+    p.add_argument("--workers", type=int, default=1, help="ray: number of actors, each with its own pipeline")
+    p.add_argument("--threads-per-worker", type=int, default=1, help="CPU threads (and Ray CPUs) per worker")
+    p.add_argument("--gpus-per-worker", type=_positive_float, default=0.0, help="ray: GPUs per worker (fractions allowed)")
+    p.add_argument("--gpu-id", type=int, default=-1, help="local: GPU to use (-1: CPU)")
+    p.add_argument("--address", default=None, help="ray: cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--overwrite", action="store_true", help="delete the output folder's earlier job first")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the progress bar")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    opts = vars(args)
+    opts.pop("command")
+    overwrite = opts.pop("overwrite")
+    try:
+        manifest = run_job(JobConfig(**opts), overwrite=overwrite)
+    except JobError as err:
+        print(f"conll-crf annotate: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return exit_code(manifest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

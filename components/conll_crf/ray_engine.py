@@ -1,0 +1,87 @@
+"""The Ray engine of `conll-crf annotate`: shards on a Ray Data actor pool.
+
+The pending shards form a Ray dataset (one row, one block per shard: the shard's
+JSON spec); `map_batches` runs `ShardWorker`, a callable class, on an actor pool
+of `workers` actors, each loading the pipeline once and pinned to
+`threads_per_worker` CPUs (and `gpus_per_worker` GPUs, fractions allowed). A
+worker reads its shard's records from the input files itself and writes the
+shard's output files (the same `process_shard` as the local engine), so only
+shard specs and statuses cross the object store; inputs and output must be on a
+file system every node sees (one machine, or NFS and the like on a cluster).
+
+Ray Data restarts an actor that dies and retries its task (its defaults for
+actor pools: max_restarts=-1, max_task_retries=-1); a retried shard rewrites the
+same files, and its status file is written last, so the output stays complete
+and duplicate-free. `address=None` starts (or joins) a local Ray; otherwise
+`ray.init(address=...)` joins that cluster, as does `RAY_ADDRESS`.
+"""
+import json
+import os
+from typing import TYPE_CHECKING, Dict, List
+
+import numpy
+
+from .annotate import process_shard
+from .annotator import Annotator
+
+if TYPE_CHECKING:
+    from .annotate import Job, Progress
+
+
+class ShardWorker:
+    """Loads the pipeline once per actor; annotates and writes one shard per row."""
+
+    def __init__(self, model: str, output: str, fmt: str, text_field: str, id_field: str, annotator_kwargs: Dict,
+                 use_gpu: bool) -> None:
+        self.annotator = Annotator(model, gpu_id=0 if use_gpu else -1, **annotator_kwargs)
+        self.args = (output, fmt, text_field, id_field)
+
+    def __call__(self, batch: Dict[str, numpy.ndarray]) -> Dict[str, numpy.ndarray]:
+        from pathlib import Path
+
+        output, fmt, text_field, id_field = self.args
+        statuses = [json.dumps(process_shard(self.annotator, str(spec), Path(output), fmt, text_field, id_field))
+                    for spec in batch["spec"]]
+        return {"status": numpy.array(statuses, dtype=object)}
+
+
+def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
+    import ray
+
+    cfg = job.config
+    threads = cfg.threads_per_worker
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+           "TOKENIZERS_PARALLELISM": "false"}
+    started_here = False
+    if not ray.is_initialized():
+        address = cfg.address or os.environ.get("RAY_ADDRESS")
+        init_kwargs = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
+        if not address:
+            init_kwargs["num_cpus"] = max(os.cpu_count() or 1, cfg.workers * threads)
+        ray.init(address=address, runtime_env={"env_vars": env}, **init_kwargs)
+        started_here = True
+    try:
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False  # our bar counts documents and words
+        ds = ray.data.from_items([{"spec": job.plan.shard_spec(i)} for i in pending], override_num_blocks=len(pending))
+        out = ds.map_batches(
+            ShardWorker,
+            fn_constructor_kwargs={
+                "model": cfg.model, "output": str(job.output.resolve()), "fmt": cfg.output_format,
+                "text_field": cfg.text_field, "id_field": cfg.id_field,
+                "annotator_kwargs": cfg.annotator_kwargs(), "use_gpu": cfg.gpus_per_worker > 0,
+            },
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+            num_cpus=threads,
+            num_gpus=cfg.gpus_per_worker or None,
+            runtime_env={"env_vars": env},
+        )
+        for row in out.iter_rows():
+            status = json.loads(row["status"])
+            bar.update(status["records"], status["words"])
+            job.write_manifest("running")
+    finally:
+        if started_here:
+            ray.shutdown()

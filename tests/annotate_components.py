@@ -1,0 +1,50 @@
+"""Components for the annotate tests, imported with `--code` (as a user's custom
+components would be), in the test process, in CLI subprocesses and in Ray workers."""
+import os
+import time
+
+from spacy.language import Language
+
+
+@Language.factory("test_slow", default_config={"seconds": 0.0})
+def make_slow(nlp, name, seconds: float):
+    """Sleeps per doc, so a test can kill a job half-way."""
+
+    def slow(doc):
+        time.sleep(seconds)
+        return doc
+
+    return slow
+
+
+@Language.factory("test_crash_once", default_config={"marker": ""})
+def make_crash_once(nlp, name, marker: str):
+    """Kills its own process (as a segfault or the OOM killer would) at the first
+    doc containing CRASH, once: the marker file records that it happened."""
+
+    def crash_once(doc):
+        if marker and "CRASH" in doc.text and not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            os._exit(1)
+        return doc
+
+    return crash_once
+
+
+@Language.factory("test_span_scores", default_config={"key": "crf_ner"})
+def make_span_scores(nlp, name, key: str):
+    """Puts every entity in doc.spans[key] with a score, spancat style, plus one
+    candidate that is not an entity."""
+
+    def span_scores(doc):
+        spans = list(doc.ents)
+        scores = [0.5 + 0.1 * i for i in range(len(spans))]
+        if len(doc):
+            spans.append(doc[0:1])
+            scores.append(0.01)
+        doc.spans[key] = spans
+        doc.spans[key].attrs["scores"] = scores
+        return doc
+
+    return span_scores
