@@ -113,6 +113,14 @@ def _write_json_atomic(path: Path, data: Dict) -> None:
     os.replace(tmp, path)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux: ru_maxrss in KiB; macOS: bytes)."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
 def part_name(index: int, fmt: str) -> str:
     return f"part-{index:05d}.{fmt}"
 
@@ -141,6 +149,7 @@ def process_shard(annotator: Annotator, spec: str, output: Path, fmt: str, text_
         "records": len(items), "documents": len(rows), "errors": len(errors),
         "entities": sum(len(r["entities"]) for r in rows), "words": n_words,
         "seconds": round(time.perf_counter() - start, 3), "pid": os.getpid(), "host": platform.node(),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     _write_json_atomic(output / "_status" / f"part-{index:05d}.json", status)
     return status
