@@ -286,6 +286,11 @@ def test_cli_usage_errors_exit_2_and_write_nothing(tmp_path, ruler_model):
     assert result.returncode == 2
     assert "nothing.jsonl: no such file or folder" in result.stderr
     assert not (tmp_path / "o").exists()
+    src = write_jsonl(tmp_path / "in.jsonl", 1)
+    result = subprocess.run(_cli(src, "--model", "no_such_pipeline", "--output", tmp_path / "o"),
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--model no_such_pipeline: no installed pipeline package" in result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 # -- Ray -----------------------------------------------------------------------------------------

@@ -130,6 +130,7 @@ def process_shard(annotator: Annotator, spec: str, output: Path, fmt: str, text_
     """Read, annotate and write one shard; return its status (also written to
     `_status/`). Used by both engines, so they write identical files."""
     start = time.perf_counter()
+    started_at = time.time()
     index = json.loads(spec)["index"]
     items = list(read_shard(spec, text_field, id_field))
     records = [it for it in items if isinstance(it, Record)]
@@ -148,7 +149,7 @@ def process_shard(annotator: Annotator, spec: str, output: Path, fmt: str, text_
         "index": index, "file": f"entities/{name}", "errors_file": f"errors/{name}" if errors else None,
         "records": len(items), "documents": len(rows), "errors": len(errors),
         "entities": sum(len(r["entities"]) for r in rows), "words": n_words,
-        "seconds": round(time.perf_counter() - start, 3), "pid": os.getpid(), "host": platform.node(),
+        "started_at": round(started_at, 3), "seconds": round(time.perf_counter() - start, 3), "pid": os.getpid(), "host": platform.node(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     _write_json_atomic(output / "_status" / f"part-{index:05d}.json", status)
@@ -183,6 +184,9 @@ class Job:
         self.output = Path(config.output)
         self.plan: Plan = plan_shards(expand_inputs(config.inputs), config.shard_size, config.text_field)
         self.meta = model_meta(config.model)
+        if not self.meta:
+            raise JobError(f"--model {config.model}: no installed pipeline package or pipeline folder (with a "
+                           "meta.json) of that name")
         self.manifest_path = self.output / "manifest.json"
         self.manifest = self._open_manifest()
 

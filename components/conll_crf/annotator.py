@@ -16,6 +16,7 @@ break, else line break, else sentence end (". "), else space before the limit
 whole text, and no entity spans a cut. Each `nlp.pipe` batch runs inside
 `nlp.memory_zone()`, so the string store does not grow over a long job.
 """
+import json
 import os
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -62,15 +63,21 @@ def split_text(text: str, max_chars: int) -> List[Tuple[int, str]]:
 
 
 def model_meta(model: str) -> Dict:
-    """meta.json of a pipeline folder or installed package, without loading it."""
-    import srsly
-    from spacy.util import get_package_path, is_package
+    """meta.json of a pipeline folder or installed package, read without importing
+    spaCy or the package (the Ray driver never loads the pipeline); {} if none."""
+    import importlib.util
 
     path = Path(model)
-    if not path.exists() and is_package(model):
-        path = get_package_path(model)
+    if not path.exists():
+        try:
+            spec = importlib.util.find_spec(model)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            return {}
+        path = Path(list(spec.submodule_search_locations)[0])
     meta_path = path / "meta.json"
-    return dict(srsly.read_json(meta_path)) if meta_path.exists() else {}
+    return dict(json.loads(meta_path.read_text(encoding="utf8"))) if meta_path.exists() else {}
 
 
 class Annotator:

@@ -16,7 +16,9 @@ and duplicate-free. `address=None` starts (or joins) a local Ray; otherwise
 `ray.init(address=...)` joins that cluster, as does `RAY_ADDRESS`.
 """
 import json
+import logging
 import os
+import time
 from typing import TYPE_CHECKING, Dict, List
 
 import numpy
@@ -26,6 +28,8 @@ from .annotator import Annotator
 
 if TYPE_CHECKING:
     from .annotate import Job, Progress
+
+logger = logging.getLogger("conll_crf.annotate")
 
 
 class ShardWorker:
@@ -53,6 +57,7 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false"}
     started_here = False
+    start = time.perf_counter()
     if not ray.is_initialized():
         address = cfg.address or os.environ.get("RAY_ADDRESS")
         init_kwargs = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
@@ -60,10 +65,14 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
             init_kwargs["num_cpus"] = max(os.cpu_count() or 1, cfg.workers * threads)
         ray.init(address=address, runtime_env={"env_vars": env}, **init_kwargs)
         started_here = True
+        logger.info("Ray: %s in %.1f s", f"joined {address}" if address else "started a local instance",
+                    time.perf_counter() - start)
     try:
         from ray.data import DataContext
 
-        DataContext.get_current().enable_progress_bars = False  # our bar counts documents and words
+        context = DataContext.get_current()
+        context.enable_progress_bars = False  # our bar counts documents and words
+        context.enable_auto_log_stats = False
         ds = ray.data.from_items([{"spec": job.plan.shard_spec(i)} for i in pending], override_num_blocks=len(pending))
         out = ds.map_batches(
             ShardWorker,
@@ -73,7 +82,9 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
                 "annotator_kwargs": cfg.annotator_kwargs(), "use_gpu": cfg.gpus_per_worker > 0,
             },
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+            # one shard in flight per actor: a free actor takes the next shard, so no actor sits idle
+            # at the end while another still has queued shards (each task runs for seconds)
+            compute=ray.data.ActorPoolStrategy(size=cfg.workers, max_tasks_in_flight_per_actor=1),
             num_cpus=threads,
             num_gpus=cfg.gpus_per_worker or None,
             runtime_env={"env_vars": env},
