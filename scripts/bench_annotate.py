@@ -139,15 +139,21 @@ def plot(results: Dict, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy
 
     runs = list(results)
-    wps = [results[r]["words_per_second"] for r in runs]
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    bars = ax.bar(runs, wps, color=["#888888" if r.startswith("pipe") else "#3b6ea8" for r in runs])
-    for bar, value in zip(bars, wps):
-        ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:,.0f}", ha="center", va="bottom", fontsize=9)
-    ax.set_ylabel("words/s (end to end)")
-    ax.set_title(title, fontsize=10)
+    x = numpy.arange(len(runs))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for k, (key, label, color) in enumerate([("words_per_second", "end to end", "#3b6ea8"),
+                                             ("annotating_words_per_second", "while annotating", "#9dbbe0")]):
+        values = [results[r][key] for r in runs]
+        bars = ax.bar(x + (k - 0.5) * 0.38, values, 0.38, label=label, color=color)
+        for bar, value in zip(bars, values):
+            ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:,.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, runs)
+    ax.set_ylabel("words/s")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -175,7 +181,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument("--replot", action="store_true", help="only redraw --png from an earlier run's --json")
     args = parser.parse_args()
+    if args.replot:
+        data = json.loads(args.json.read_text())
+        corpus = data["corpus"]
+        plot(data["best_of_rounds"], args.png, f"{data['model']}: {corpus['documents']:,} docs, "
+             f"{corpus['whitespace_words']:,} words; {data['machine']}")
+        return
     corpus = args.work_dir / "corpus.jsonl"
     info = build_corpus(args.conll, args.words, corpus)
     print(f"corpus: {info['documents']:,} documents, {info['whitespace_words']:,} words ({info['articles']} articles)")

@@ -48,3 +48,15 @@ def make_span_scores(nlp, name, key: str):
         return doc
 
     return span_scores
+
+
+@Language.factory("test_raise_on", default_config={"word": "RAISE"})
+def make_raise_on(nlp, name, word: str):
+    """Raises on any doc containing `word`, as a buggy component would."""
+
+    def raise_on(doc):
+        if word in doc.text:
+            raise ValueError(f"test_raise_on: {word}")
+        return doc
+
+    return raise_on

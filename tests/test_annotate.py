@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import spacy
 
-from conll_crf.annotate import JobConfig, JobError, exit_code, run_job
+from conll_crf.annotate import Job, JobConfig, JobError, exit_code, run_job
 from conll_crf.annotator import Annotator, split_text
 from conll_crf.records import InputError, Record, RecordError, expand_inputs, plan_shards, read_shard
 
@@ -166,11 +166,15 @@ def test_long_documents_are_annotated_in_pieces_with_whole_text_offsets(ruler_mo
 def test_scores_come_from_the_spans_group_and_the_string_store_stays_flat(tmp_path):
     model = ruler_pipeline(tmp_path / "m", [("test_span_scores", {"key": "crf_ner"})])
     annotator = Annotator(model, code=[CODE], batch_size=4)
-    rows, words = annotator.annotate([Record("a", "Ekeus heads for Baghdad .", "s", 0)])
+    rows, errors, words = annotator.annotate([Record("a", "Ekeus heads for Baghdad .", "s", 0)])
+    assert errors == []
     assert [(e["text"], e["score"]) for e in rows[0]["entities"]] == [("Ekeus", 0.5), ("Baghdad", 0.6)]
     assert words == 5
     assert Annotator(model, code=[CODE], scores_key="other").annotate(
         [Record("a", "Ekeus", "s", 0)])[0][0]["entities"][0]["score"] is None
+    import torch
+
+    assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # threads=1, the default
     n_strings = len(annotator.nlp.vocab.strings)
     annotator.annotate([Record(str(i), f"Word{i}x{i} zq{i * 7} Baghdad", "s", 0) for i in range(200)])
     assert len(annotator.nlp.vocab.strings) == n_strings  # memory_zone: no new strings kept
@@ -185,7 +189,7 @@ def test_crf_ner_pipeline_runs_under_the_annotator(tmp_path):
     nlp.to_disk(tmp_path / "crf")
     texts = ["U.N. official Ekeus heads for Baghdad .", "", "Peter Blackburn works in Brussels ."] * 3
     annotator = Annotator(str(tmp_path / "crf"), batch_size=2)
-    rows, _ = annotator.annotate([Record(str(i), t, "s", i) for i, t in enumerate(texts)])
+    rows, _, _ = annotator.annotate([Record(str(i), t, "s", i) for i, t in enumerate(texts)])
     expected = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
     assert [[(e["start_char"], e["end_char"], e["label"]) for e in r["entities"]] for r in rows] == expected
     assert rows[1]["entities"] == []
@@ -291,6 +295,59 @@ def test_cli_usage_errors_exit_2_and_write_nothing(tmp_path, ruler_model):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "--model no_such_pipeline: no installed pipeline package" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_document_the_pipeline_raises_on_gets_an_error_row_and_the_rest_are_annotated(tmp_path):
+    model = ruler_pipeline(tmp_path / "m", [("test_raise_on", {"word": "RAISE"})])
+    src = write_jsonl(tmp_path / "in.jsonl", 9, lines=[
+        json.dumps({"id": "bad", "text": "RAISE in Baghdad"}) + "\n",
+        json.dumps({"id": "surrogate", "text": "x \ud800 y"}) + "\n",  # valid JSON, not valid Unicode
+    ])
+    manifest = run_job(job([src], model, tmp_path / "out", code=[CODE], batch_size=4, shard_size=6))
+    assert exit_code(manifest) == 3 and manifest["counts"]["errors"] == 2
+    assert [r["id"] for r in read_rows(tmp_path / "out")] == [f"doc-{i}" for i in range(9)]
+    errors = read_rows(tmp_path / "out", "errors")
+    assert [(e["id"], e["position"]) for e in errors] == [("bad", 10), ("surrogate", 11)]
+    assert errors[0]["reason"] == "pipeline error: ValueError: test_raise_on: RAISE"
+    assert errors[1]["reason"] == "'text' holds a lone surrogate at character 2 (not valid Unicode)"
+    assert read_rows(tmp_path / "out")[2]["entities"][0]["text"] == "Ekeus"  # the failing batch's others
+
+
+def test_inputs_bom_unknown_types_and_the_output_folder_inside_an_input_folder(tmp_path, ruler_model):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "a", "text": "Ekeus"}).encode() + b"\n")
+    manifest = run_job(job([corpus], ruler_model, corpus / "annotated", output_format="jsonl"))
+    assert manifest["counts"]["documents"] == 1 and manifest["counts"]["errors"] == 0
+    again = run_job(job([corpus], ruler_model, corpus / "annotated", output_format="jsonl"))  # outputs are not inputs
+    assert again["runs"][-1]["shards_pending_at_start"] == 0
+    (tmp_path / "data.json").write_text("[]")
+    with pytest.raises(JobError, match=r"data\.json: not an input type annotate reads"):
+        run_job(job([tmp_path / "data.json"], ruler_model, tmp_path / "o2"))
+
+
+def test_overwrite_checks_the_new_job_first_and_a_folder_in_use_is_refused(tmp_path, ruler_model):
+    src = write_jsonl(tmp_path / "in.jsonl", 3)
+    run_job(job([src], ruler_model, tmp_path / "out"))
+    with pytest.raises(JobError, match="no such file"):
+        run_job(job([tmp_path / "typo.jsonl"], ruler_model, tmp_path / "out"), overwrite=True)
+    assert len(read_rows(tmp_path / "out")) == 3  # the earlier job's output is still there
+    holder = Job(job([src], ruler_model, tmp_path / "out"))
+    try:
+        with pytest.raises(JobError, match="in use by another annotate job"):
+            run_job(job([src], ruler_model, tmp_path / "out"))
+    finally:
+        holder.close()
+    manifest = run_job(job([src], ruler_model, tmp_path / "out", shard_size=2), overwrite=True)
+    assert manifest["shards_total"] == 2 and len(read_rows(tmp_path / "out")) == 3
+
+
+def test_a_job_killed_right_after_it_planned_resumes(tmp_path, ruler_model):
+    src = write_jsonl(tmp_path / "in.jsonl", 5)
+    Job(job([src], ruler_model, tmp_path / "out")).close()  # what a kill before the first shard leaves
+    assert json.loads((tmp_path / "out/manifest.json").read_text())["state"] == "planned"
+    manifest = run_job(job([src], ruler_model, tmp_path / "out"))
+    assert manifest["state"] == "complete" and len(read_rows(tmp_path / "out")) == 5
 
 
 # -- Ray -----------------------------------------------------------------------------------------

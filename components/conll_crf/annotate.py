@@ -24,6 +24,7 @@ import os
 import platform
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -36,6 +37,7 @@ logger = logging.getLogger("conll_crf.annotate")
 MANIFEST_VERSION = 1
 EXIT_OK, EXIT_RECORD_ERRORS, EXIT_USAGE = 0, 3, 2
 OUTPUT_FORMATS = ("parquet", "jsonl")
+MANIFEST_INTERVAL = 5.0  # seconds between manifest rewrites while a job runs
 
 
 class JobError(RuntimeError):
@@ -74,7 +76,7 @@ class JobConfig:
 
     def annotator_kwargs(self) -> Dict:
         return {
-            "code": [str(c) for c in self.code], "threads": self.threads_per_worker, "batch_size": self.batch_size,
+            "code": [os.path.abspath(c) for c in self.code], "threads": self.threads_per_worker, "batch_size": self.batch_size,
             "max_chars": self.max_chars, "scores_key": self.scores_key,
         }
 
@@ -93,8 +95,13 @@ def _entity_schema():
     return rows, errors
 
 
+def _tmp_name(path: Path) -> Path:
+    """A temporary name of this writer's own (a redone shard may be written twice at once)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
 def _write_atomic(path: Path, rows: List[Dict], fmt: str, schema) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_name(path)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -108,7 +115,7 @@ def _write_atomic(path: Path, rows: List[Dict], fmt: str, schema) -> None:
 
 
 def _write_json_atomic(path: Path, data: Dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_name(path)
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
     os.replace(tmp, path)
 
@@ -134,10 +141,12 @@ def process_shard(annotator: Annotator, spec: str, output: Path, fmt: str, text_
     index = json.loads(spec)["index"]
     items = list(read_shard(spec, text_field, id_field))
     records = [it for it in items if isinstance(it, Record)]
-    errors = [vars(it) for it in items if isinstance(it, RecordError)]
-    if progress is not None and errors:
-        progress(len(errors), 0)
-    rows, n_words = annotator.annotate(records, progress)
+    read_errors = [it for it in items if isinstance(it, RecordError)]
+    if progress is not None and read_errors:
+        progress(len(read_errors), 0)
+    rows, pipeline_errors, n_words = annotator.annotate(records, progress)
+    order = {(it.source, it.position): k for k, it in enumerate(items)}
+    errors = [vars(e) for e in sorted(read_errors + pipeline_errors, key=lambda e: order[(e.source, e.position)])]
     row_schema, error_schema = _entity_schema()
     name = part_name(index, fmt)
     if errors:
@@ -173,22 +182,60 @@ def _versions(engine: str) -> Dict[str, str]:
 
 
 class Job:
-    def __init__(self, config: JobConfig) -> None:
+    def __init__(self, config: JobConfig, overwrite: bool = False) -> None:
         if config.output_format not in OUTPUT_FORMATS:
             raise JobError(f"--format must be one of {OUTPUT_FORMATS}, not {config.output_format!r}")
         if config.engine not in ("local", "ray"):
             raise JobError(f"--engine must be 'local' or 'ray', not {config.engine!r}")
         if config.workers < 1 or config.threads_per_worker < 1 or config.batch_size < 1:
             raise JobError("--workers, --threads-per-worker and --batch-size must be at least 1")
+        if config.max_chars < 0:
+            raise JobError("--max-chars must be 0 (the pipeline's nlp.max_length) or more")
         self.config = config
         self.output = Path(config.output)
-        self.plan: Plan = plan_shards(expand_inputs(config.inputs), config.shard_size, config.text_field)
+        self.plan: Plan = plan_shards(expand_inputs(config.inputs, exclude=self.output), config.shard_size,
+                                      config.text_field)
         self.meta = model_meta(config.model)
         if not self.meta:
             raise JobError(f"--model {config.model}: no installed pipeline package or pipeline folder (with a "
                            "meta.json) of that name")
+        if config.output_format == "parquet" or any(f.kind == "parquet" for f in self.plan.files):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise JobError("Parquet needs pyarrow: pip install 'spacy-conll-crf[ray]' (or pyarrow), "
+                               "or write --format jsonl") from None
         self.manifest_path = self.output / "manifest.json"
+        if (not self.manifest_path.exists() and self.output.is_dir()
+                and any(p.name != ".lock" for p in self.output.iterdir())):
+            raise JobError(f"{self.output} is not empty and holds no manifest.json: give an empty or new --output folder")
+        if overwrite and self.manifest_path.exists():
+            import shutil
+
+            shutil.rmtree(self.output)  # only now: the new job's inputs and model are known to be good
+        self._lock = self._acquire_lock()
         self.manifest = self._open_manifest()
+        self.done: Dict[int, Dict] = self.scan_status()
+        self._manifest_written = 0.0
+
+    def _acquire_lock(self):
+        """An exclusive lock on the output folder for this driver's lifetime: a
+        second job on the same folder is refused, not interleaved."""
+        import fcntl
+
+        self.output.mkdir(parents=True, exist_ok=True)
+        handle = open(self.output / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise JobError(f"{self.output} is in use by another annotate job (its .lock is held)") from None
+        return handle
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     def _identity(self) -> Dict:
         return {"plan": self.plan.fingerprint(), "arguments": self.config.output_args(),
@@ -200,25 +247,26 @@ class Job:
             old = json.loads(self.manifest_path.read_text(encoding="utf8"))
             diff = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
             if diff:
+                self.close()
                 raise JobError(
                     f"{self.output} holds a job with other {' and '.join(diff)} (see its manifest.json); "
                     "give a new --output folder, or --overwrite to start afresh"
                 )
             manifest = old
-        elif self.output.exists() and any(self.output.iterdir()):
-            raise JobError(f"{self.output} is not empty and holds no manifest.json: give an empty or new --output folder")
         else:
-            manifest = {"manifest_version": MANIFEST_VERSION, "identity": identity, "runs": []}
+            manifest = {"manifest_version": MANIFEST_VERSION, "identity": identity, "runs": [], "state": "planned"}
+            _write_json_atomic(self.manifest_path, manifest)  # first, so that a kill from here on can be resumed
         for sub in ("entities", "errors", "_status"):
             (self.output / sub).mkdir(parents=True, exist_ok=True)
             for tmp in (self.output / sub).glob("*.tmp"):
-                tmp.unlink()  # a write that a killed run did not finish
+                tmp.unlink()  # a write that a killed run did not finish (we hold the lock: no other writer)
         manifest["model"] = {"arg": self.config.model, **{k: self.meta.get(k) for k in ("lang", "name", "version",
                              "spacy_version", "pipeline")}}
         manifest["inputs"] = [vars(f) for f in self.plan.files]
         return manifest
 
-    def shard_status(self) -> Dict[int, Dict]:
+    def scan_status(self) -> Dict[int, Dict]:
+        """The complete shards, read from the status files (the truth on disk)."""
         done = {}
         for path in (self.output / "_status").glob("part-*.json"):
             status = json.loads(path.read_text(encoding="utf8"))
@@ -227,11 +275,17 @@ class Job:
         return done
 
     def pending(self) -> List[int]:
-        done = self.shard_status()
-        return [i for i in range(len(self.plan.shards)) if i not in done]
+        return [i for i in range(len(self.plan.shards)) if i not in self.done]
+
+    def shard_done(self, status: Dict) -> None:
+        """Record a shard a worker completed; the manifest is rewritten at most
+        every MANIFEST_INTERVAL seconds while the job runs (and at its end)."""
+        self.done[status["index"]] = status
+        if time.monotonic() - self._manifest_written >= MANIFEST_INTERVAL:
+            self.write_manifest("running")
 
     def write_manifest(self, state: str) -> Dict:
-        done = self.shard_status()
+        done = self.done
         shards = []
         for i in range(len(self.plan.shards)):
             status = done.get(i)
@@ -243,6 +297,7 @@ class Job:
         self.manifest.update({"state": state, "counts": counts, "shards": shards,
                               "shards_complete": len(done), "shards_total": len(shards)})
         _write_json_atomic(self.manifest_path, self.manifest)
+        self._manifest_written = time.monotonic()
         return self.manifest
 
     def run(self) -> Dict:
@@ -265,6 +320,7 @@ class Job:
                     self._run_local(pending, bar)
         run_info["seconds"] = round(time.perf_counter() - start, 3)
         run_info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.done = self.scan_status()
         manifest = self.write_manifest("complete" if not self.pending() else "incomplete")
         c = manifest["counts"]
         logger.info("%s: %d records (%d annotated, %d errors), %d entities, %d words; %.1f s this run",
@@ -275,9 +331,8 @@ class Job:
         cfg = self.config
         annotator = Annotator(cfg.model, gpu_id=cfg.gpu_id, **cfg.annotator_kwargs())
         for i in pending:
-            process_shard(annotator, self.plan.shard_spec(i), self.output, cfg.output_format,
-                          cfg.text_field, cfg.id_field, bar.update)
-            self.write_manifest("running")
+            self.shard_done(process_shard(annotator, self.plan.shard_spec(i), self.output, cfg.output_format,
+                                          cfg.text_field, cfg.id_field, bar.update))
 
 
 class Progress:
@@ -311,16 +366,16 @@ class Progress:
 
 def run_job(config: JobConfig, overwrite: bool = False) -> Dict:
     """Plan, resume or start, and run a job; its final manifest. `overwrite`
-    deletes an earlier job's folder (one holding a manifest.json) first."""
-    output = Path(config.output)
-    if overwrite and (output / "manifest.json").exists():
-        import shutil
-
-        shutil.rmtree(output)
+    deletes an earlier job's folder (one holding a manifest.json), once the new
+    job's inputs and model have been checked."""
     try:
-        return Job(config).run()
+        job = Job(config, overwrite=overwrite)
     except InputError as err:
         raise JobError(str(err)) from err
+    try:
+        return job.run()
+    finally:
+        job.close()
 
 
 def exit_code(manifest: Dict) -> int:

@@ -17,11 +17,14 @@ whole text, and no entity spans a cut. Each `nlp.pipe` batch runs inside
 `nlp.memory_zone()`, so the string store does not grow over a long job.
 """
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .records import Record
+from .records import Record, RecordError
+
+logger = logging.getLogger("conll_crf.annotate")
 
 ENTITY_FIELDS = ("start_char", "end_char", "label", "text", "score")
 _CUTS = ("\n\n", "\n", ". ", " ")
@@ -124,26 +127,52 @@ class Annotator:
             for ent in doc.ents
         ]
 
+    def _run(self, batch: List[Tuple[int, int, str]], rows: List[Dict]) -> int:
+        """Annotate (record index, offset, text) pieces into `rows`, all or none of
+        them (a batch that raises adds nothing); returns the number of tokens."""
+        found = []
+        n_words = 0
+        with self.nlp.memory_zone():
+            for (i, off, _), doc in zip(batch, self.nlp.pipe([p[2] for p in batch], batch_size=self.batch_size)):
+                found.append((i, self.entities(doc, off)))
+                n_words += len(doc)
+        for i, ents in found:
+            rows[i]["entities"].extend(ents)
+        return n_words
+
     def annotate(
         self, records: Iterable[Record], progress: Optional[Callable[[int, int], None]] = None
-    ) -> Tuple[List[Dict], int]:
-        """One row per record, in order, and the number of tokens annotated.
-        `progress(n_docs, n_words)` is called after each batch."""
+    ) -> Tuple[List[Dict], List[RecordError], int]:
+        """Rows of the records the pipeline annotated (in order), error rows of
+        those it raised on, and the number of tokens annotated. A batch that
+        raises is redone one piece at a time, so one bad document costs only its
+        own row. `progress(n_docs, n_words)` is called after each batch."""
         records = list(records)
         pieces: List[Tuple[int, int, str]] = []  # (record index, char offset, text)
         for i, rec in enumerate(records):
             pieces.extend((i, off, piece) for off, piece in split_text(rec.text, self.max_chars))
-        total_words = 0
         rows = [{"id": r.id, "source": r.source, "position": r.position, "entities": []} for r in records]
+        failed: Dict[int, str] = {}
+        total_words = 0
         for b in range(0, len(pieces), self.batch_size):
             batch = pieces[b : b + self.batch_size]
-            n_words = 0
-            with self.nlp.memory_zone():
-                for (i, off, _), doc in zip(batch, self.nlp.pipe([p[2] for p in batch], batch_size=self.batch_size)):
-                    rows[i]["entities"].extend(self.entities(doc, off))
-                    n_words += len(doc)
+            try:
+                n_words = self._run(batch, rows)
+            except Exception:  # noqa: BLE001 (any component's error: find the document, keep the rest)
+                n_words = 0
+                for piece in batch:
+                    if piece[0] in failed:
+                        continue
+                    try:
+                        n_words += self._run([piece], rows)
+                    except Exception as err:  # noqa: BLE001
+                        failed[piece[0]] = f"pipeline error: {type(err).__name__}: {err}"[:1000]
+                        logger.warning("%s:%s: %s", records[piece[0]].source, records[piece[0]].position,
+                                       failed[piece[0]])
             total_words += n_words
             if progress is not None:
                 ends = sum(1 for k in range(b, b + len(batch)) if k + 1 == len(pieces) or pieces[k + 1][0] != pieces[k][0])
                 progress(ends, n_words)
-        return rows, total_words
+        errors = [RecordError(records[i].id, records[i].source, records[i].position, reason)
+                  for i, reason in sorted(failed.items())]
+        return [row for i, row in enumerate(rows) if i not in failed], errors, total_words

@@ -9,10 +9,12 @@ shard's output files (the same `process_shard` as the local engine), so only
 shard specs and statuses cross the object store; inputs and output must be on a
 file system every node sees (one machine, or NFS and the like on a cluster).
 
-Ray Data restarts an actor that dies and retries its task (its defaults for
-actor pools: max_restarts=-1, max_task_retries=-1); a retried shard rewrites the
-same files, and its status file is written last, so the output stays complete
-and duplicate-free. `address=None` starts (or joins) a local Ray; otherwise
+Ray Data restarts an actor that dies (max_restarts=-1, its default for actor
+pools) and we let it retry the shard up to MAX_SHARD_RETRIES times; a retried
+shard rewrites the same files, and its status file is written last, so the
+output stays complete and duplicate-free. A shard that still fails (a document
+that kills every worker reading it) stays pending: the job ends incomplete and
+says which shards, and the other shards complete. `address=None` starts (or joins) a local Ray; otherwise
 `ray.init(address=...)` joins that cluster, as does `RAY_ADDRESS`.
 """
 import json
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from .annotate import Job, Progress
 
 logger = logging.getLogger("conll_crf.annotate")
+
+
+MAX_SHARD_RETRIES = 3
 
 
 class ShardWorker:
@@ -62,7 +67,11 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
         address = cfg.address or os.environ.get("RAY_ADDRESS")
         init_kwargs = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
         if not address:
-            init_kwargs["num_cpus"] = max(os.cpu_count() or 1, cfg.workers * threads)
+            cores = os.cpu_count() or 1
+            if cfg.workers * threads > cores:
+                logger.warning("%d workers x %d threads on %d cores: the workers will share cores",
+                               cfg.workers, threads, cores)
+            init_kwargs["num_cpus"] = max(cores, cfg.workers * threads)
         ray.init(address=address, runtime_env={"env_vars": env}, **init_kwargs)
         started_here = True
         logger.info("Ray: %s in %.1f s", f"joined {address}" if address else "started a local instance",
@@ -73,11 +82,14 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
         context = DataContext.get_current()
         context.enable_progress_bars = False  # our bar counts documents and words
         context.enable_auto_log_stats = False
+        context.max_errored_blocks = -1  # a shard that fails stays pending; the others complete
         ds = ray.data.from_items([{"spec": job.plan.shard_spec(i)} for i in pending], override_num_blocks=len(pending))
         out = ds.map_batches(
             ShardWorker,
             fn_constructor_kwargs={
-                "model": cfg.model, "output": str(job.output.resolve()), "fmt": cfg.output_format,
+                # a worker's working directory is not ours: a model folder goes by its absolute path
+                "model": os.path.abspath(cfg.model) if os.path.exists(cfg.model) else cfg.model,
+                "output": str(job.output.resolve()), "fmt": cfg.output_format,
                 "text_field": cfg.text_field, "id_field": cfg.id_field,
                 "annotator_kwargs": cfg.annotator_kwargs(), "use_gpu": cfg.gpus_per_worker > 0,
             },
@@ -88,11 +100,19 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
             num_cpus=threads,
             num_gpus=cfg.gpus_per_worker or None,
             runtime_env={"env_vars": env},
+            # a worker that dies is replaced and its shard redone, up to 3 times: a document that kills every
+            # worker that reads it leaves its shard pending (the job ends incomplete, naming it), not a loop
+            max_task_retries=MAX_SHARD_RETRIES,
         )
         for row in out.iter_rows():
             status = json.loads(row["status"])
             bar.update(status["records"], status["words"])
-            job.write_manifest("running")
+            job.shard_done(status)
+        failed = sorted(set(pending) - set(job.done))
+        if failed:
+            logger.error("shards %s failed on Ray (after %d retries each; see Ray's log above); the job is "
+                         "incomplete: run it again to retry them, or with --engine local to see the error",
+                         ", ".join(map(str, failed)), MAX_SHARD_RETRIES)
     finally:
         if started_here:
             ray.shutdown()

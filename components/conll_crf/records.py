@@ -40,6 +40,11 @@ class InputFile:
     size: int
     mtime_ns: int
     n_records: int
+    resolved: str = ""  # absolute path, which workers read (a Ray worker's working directory is not ours)
+
+    @property
+    def identity(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "resolved"}
 
 
 @dataclass(frozen=True)
@@ -83,12 +88,26 @@ def _kind(path: Path) -> str:
         return "jsonl"
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
-    return "text"
+    if name.endswith(TEXT_SUFFIXES) or "." not in name:
+        return "text"
+    raise InputError(f"{path}: not an input type annotate reads (*.jsonl, *.ndjson, *.parquet, *.txt or a file "
+                     "without an extension, read as one plain-text document)")
 
 
-def expand_inputs(inputs: Sequence[str]) -> List[Path]:
+def _is_under(path: Path, folder: Optional[Path]) -> bool:
+    if folder is None:
+        return False
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(folder))
+        return True
+    except ValueError:
+        return False
+
+
+def expand_inputs(inputs: Sequence[str], exclude: Optional[Path] = None) -> List[Path]:
     """Files, folders (recursive, by suffix) and glob patterns -> files, in a fixed
-    order, each once. Raises InputError for an input that matches nothing."""
+    order, each once; files under `exclude` (the job's output folder) are left
+    out. Raises InputError for an input that matches nothing or has an unknown type."""
     found: List[Path] = []
     for given in inputs:
         path = Path(given)
@@ -109,6 +128,9 @@ def expand_inputs(inputs: Sequence[str]) -> List[Path]:
     seen, unique = set(), []
     for path in found:
         key = os.path.realpath(path)
+        if _is_under(path, exclude):
+            continue
+        _kind(path)
         if key not in seen:
             seen.add(key)
             unique.append(path)
@@ -162,7 +184,7 @@ class Plan:
 
     def fingerprint(self) -> dict:
         """What the plan's shards depend on: compared when a job is resumed."""
-        return {"shard_size": self.shard_size, "files": [asdict(f) for f in self.files]}
+        return {"shard_size": self.shard_size, "files": [f.identity for f in self.files]}
 
     def shard_spec(self, index: int) -> str:
         """A shard as JSON, everything a worker needs to read it."""
@@ -194,7 +216,7 @@ def plan_shards(paths: Sequence[Path], shard_size: int, text_field: str) -> Plan
             n = _parquet_rows(path, text_field)
         else:
             n = 1
-        files.append(InputFile(str(path), kind, stat.st_size, stat.st_mtime_ns, n))
+        files.append(InputFile(str(path), kind, stat.st_size, stat.st_mtime_ns, n, os.path.abspath(path)))
         start = 0
         while start < n:
             if filled == shard_size:
@@ -225,20 +247,35 @@ def _id(value, derived: str, source: str, position: int) -> Union[str, RecordErr
     return RecordError(None, source, position, f"id is {_type_name(value)}, not a string or an integer")
 
 
+def _lone_surrogate(text: str) -> int:
+    """Index of the first lone surrogate (JSON allows "\\ud800"; UTF-8 cannot hold it), or -1."""
+    try:
+        text.encode("utf-8")
+        return -1
+    except UnicodeEncodeError as err:
+        return err.start
+
+
 def _record(obj, text_field: str, id_field: str, source: str, position: int, derived_id: str) -> Item:
     rid = _id(obj.get(id_field), derived_id, source, position)
     if isinstance(rid, RecordError):
         return rid
+    if _lone_surrogate(rid) >= 0:
+        return RecordError(None, source, position, "id holds a lone surrogate (not valid Unicode)")
     if text_field not in obj:
         return RecordError(rid, source, position, f"no {text_field!r} field")
     text = obj[text_field]
     if not isinstance(text, str):
         return RecordError(rid, source, position, f"{text_field!r} is {_type_name(text)}, not a string")
+    bad = _lone_surrogate(text)
+    if bad >= 0:
+        return RecordError(rid, source, position, f"{text_field!r} holds a lone surrogate at character {bad} "
+                                                  "(not valid Unicode)")
     return Record(rid, text, source, position)
 
 
 def _read_jsonl(file: InputFile, seg: Segment, text_field: str, id_field: str) -> Iterator[Item]:
-    with open(file.path, "rb") as f:
+    with open(file.resolved or file.path, "rb") as f:
         f.seek(seg.offset)
         lineno = seg.line
         got = 0
@@ -250,7 +287,7 @@ def _read_jsonl(file: InputFile, seg: Segment, text_field: str, id_field: str) -
                 got += 1
                 derived = f"{file.path}:{lineno}"
                 try:
-                    line = raw.decode("utf-8")
+                    line = raw.decode("utf-8-sig")  # a BOM: at the start of a file, or of a file cat-ed on
                 except UnicodeDecodeError as err:
                     yield RecordError(None, file.path, lineno, f"not valid UTF-8 (byte {err.start} of the line)")
                 else:
@@ -266,10 +303,21 @@ def _read_jsonl(file: InputFile, seg: Segment, text_field: str, id_field: str) -
             lineno += 1
 
 
+_ROW_GROUP_CACHE: dict = {}  # the last row group this process decoded: consecutive shards share it
+
+
+def _row_group(file: InputFile, pf, g: int, columns: List[str]):
+    key = (file.resolved or file.path, file.mtime_ns, g, tuple(columns))
+    if key not in _ROW_GROUP_CACHE:
+        _ROW_GROUP_CACHE.clear()
+        _ROW_GROUP_CACHE[key] = pf.read_row_group(g, columns=columns)
+    return _ROW_GROUP_CACHE[key]
+
+
 def _read_parquet(file: InputFile, seg: Segment, text_field: str, id_field: str) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(file.path)
+    pf = pq.ParquetFile(file.resolved or file.path)
     columns = [text_field] + ([id_field] if id_field in pf.schema_arrow.names and id_field != text_field else [])
     stop = seg.start + seg.count
     row0 = 0
@@ -277,7 +325,7 @@ def _read_parquet(file: InputFile, seg: Segment, text_field: str, id_field: str)
         n = pf.metadata.row_group(g).num_rows
         lo, hi = max(seg.start, row0), min(stop, row0 + n)
         if lo < hi:
-            table = pf.read_row_group(g, columns=columns).slice(lo - row0, hi - lo)
+            table = _row_group(file, pf, g, columns).slice(lo - row0, hi - lo)
             texts = table.column(text_field).to_pylist()
             ids = table.column(id_field).to_pylist() if id_field in table.column_names else [None] * len(texts)
             for k, (text, rid) in enumerate(zip(texts, ids)):
@@ -287,13 +335,13 @@ def _read_parquet(file: InputFile, seg: Segment, text_field: str, id_field: str)
 
 
 def _read_text(file: InputFile) -> Iterator[Item]:
-    data = Path(file.path).read_bytes()
+    data = Path(file.resolved or file.path).read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         yield RecordError(file.path, file.path, 0, f"not valid UTF-8 (byte {err.start})")
     else:
-        yield Record(file.path, text, file.path, 0)
+        yield Record(file.path, text, file.path, 0)  # lone surrogates cannot come out of a strict UTF-8 decode
 
 
 def read_shard(spec: str, text_field: str, id_field: str) -> Iterator[Item]:
