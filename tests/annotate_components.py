@@ -17,15 +17,17 @@ def make_slow(nlp, name, seconds: float):
     return slow
 
 
-@Language.factory("test_crash_once", default_config={"marker": ""})
-def make_crash_once(nlp, name, marker: str):
+@Language.factory("test_crash_once", default_config={"marker": "", "always": False})
+def make_crash_once(nlp, name, marker: str, always: bool):
     """Kills its own process (as a segfault or the OOM killer would) at the first
-    doc containing CRASH, once: the marker file records that it happened."""
+    doc containing CRASH, once: the marker file records that it happened. With
+    `always`, at every such doc (a document that kills every worker), appending
+    a line to the marker each time."""
 
     def crash_once(doc):
-        if marker and "CRASH" in doc.text and not os.path.exists(marker):
-            with open(marker, "w") as f:
-                f.write(str(os.getpid()))
+        if marker and "CRASH" in doc.text and (always or not os.path.exists(marker)):
+            with open(marker, "a") as f:
+                f.write(f"{os.getpid()}\n")
             os._exit(1)
         return doc
 
