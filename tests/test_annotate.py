@@ -390,3 +390,16 @@ def test_ray_a_document_that_kills_every_worker_leaves_its_shard_pending_not_a_l
     assert manifest["state"] == "incomplete" and exit_code(manifest) == 1
     assert [s["status"] for s in manifest["shards"]] == ["complete", "complete", "pending"]
     assert [r["id"] for r in read_rows(tmp_path / "out")] == [f"doc-{i}" for i in range(10)]
+
+
+def test_progress_bar_counts_documents_and_words_only_when_enabled(capsys):
+    from conll_crf.annotate import Progress
+
+    with Progress(10, True) as bar:
+        bar.update(4, 400)
+        bar.update(6, 600)
+    err = capsys.readouterr().err
+    assert "10/10" in err and "words/s" in err and "doc/s" in err
+    with Progress(10, False) as bar:
+        bar.update(10, 1000)
+    assert capsys.readouterr().err == ""
