@@ -1,7 +1,7 @@
 """Convert CoNLL-2003 NER data to a spaCy DocBin.
 
     python scripts/convert.py SRC OUT.spacy [--docs article|sentence|N] [--split train]
-        [--scheme auto|IOB|BILUO|IOBES] [--stats-json PATH]
+        [--scheme auto|IOB|BILUO|IOBES] [--sep auto|tab|space] [--stats-json PATH]
 
 SRC is a raw CoNLL file (2+ columns, NER tag last; IOB1, IOB2, BILUO or IOBES),
 `hf:NAME` (Hugging Face `datasets`, needs network or a local HF cache) or a local
@@ -64,10 +64,13 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", type=docs_option, default="article", help="article, sentence or N sentences per Doc")
     parser.add_argument("--split", default="train", help="dataset split for Hugging Face sources")
     parser.add_argument("--scheme", default="auto", choices=["auto", "IOB", "BILUO", "IOBES"])
+    parser.add_argument("--sep", default="auto", choices=["auto", "tab", "space"],
+                        help="column separator of raw CoNLL files (auto: tab if the first token line has one)")
     parser.add_argument("--stats-json", type=Path, default=None)
     args = parser.parse_args(argv)
     try:
-        articles, spans, stats, docs = read_source(args.src, split=args.split, scheme=args.scheme, docs=args.docs)
+        articles, spans, stats, docs = read_source(args.src, split=args.split, scheme=args.scheme, docs=args.docs,
+                                                   sep=args.sep)
     except (ConllError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

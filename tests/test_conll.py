@@ -91,6 +91,8 @@ VARIANTS = {
     "tabs": IOB1.replace(" ", "\t"),
     "mixed-whitespace": IOB1.replace(" ", " \t  "),
     "docstart-at-end": IOB1.split("\n", 2)[2] + "\n-DOCSTART- -X- O O",
+    "cr-only": IOB1.replace("\n", "\r"),  # old Mac
+    "mixed-line-ends": "".join(line + ("\r\n", "\r", "\n")[k % 3] for k, line in enumerate(IOB1.split("\n"))),
 }
 
 
@@ -132,6 +134,21 @@ def test_pos_and_chunk_columns_are_kept(tmp_path):
     assert [t.is_sent_start for t in doc] == [True, False, False, False, False, True, False]
 
 
+def test_chunk_stays_with_its_token_through_retokenize_as_doc_and_docbin(tmp_path):
+    (doc, *_) = docs_from_articles(Vocab(), *read_conll_file(write(tmp_path, IOB1))[:3])
+    chunks = {t.text: t._.conll_chunk for t in doc}  # EU I-NP, rejects I-VP, German I-NP, call I-NP, . O
+    with doc.retokenize() as retokenizer:
+        retokenizer.merge(doc[0:2])  # "EU rejects": keeps the first token's chunk
+    assert [(t.text, t._.conll_chunk) for t in doc[:4]] == [
+        ("EU rejects", "I-NP"), ("German", chunks["German"]), ("call", chunks["call"]), (".", chunks["."])]
+    sub = doc[2:4].as_doc(copy_user_data=True)
+    assert [(t.text, t._.conll_chunk) for t in sub] == [("call", "I-NP"), (".", "O")]
+    assert [t._.conll_chunk for t in doc[2:4].as_doc()] == [None, None]  # not copied: unknown, never wrong
+    db = DocBin(store_user_data=True, docs=[doc])
+    (back,) = DocBin().from_bytes(db.to_bytes()).get_docs(Vocab())
+    assert [t._.conll_chunk for t in back] == [t._.conll_chunk for t in doc]
+
+
 @pytest.mark.parametrize("docs,expected", [("article", [7, 2]), ("sentence", [5, 2, 2]), (2, [7, 2])])
 def test_docs_option(tmp_path, docs, expected):
     articles, spans, stats = read_conll_file(write(tmp_path, IOB1))
@@ -169,6 +186,29 @@ def test_undecodable_bytes(tmp_path):
     with pytest.raises(ConllError) as err:
         read_conll_file(path)
     assert str(err.value).startswith(f"{path}:5: bytes b'\\xe9' are not valid UTF-8")
+
+
+def test_cr_only_line_numbers_in_errors(tmp_path):
+    path = write(tmp_path, IOB1.replace("\n", "\r").replace("call NN I-NP O", "call NN I-NP"))
+    with pytest.raises(ConllError, match=rf"^{path}:6: line has 3 columns"):
+        read_conll_file(path)
+    path = write(tmp_path, IOB1.replace("\n", "\r").encode("utf8").replace(b"German", b"G\xe9rman"), "b")
+    with pytest.raises(ConllError, match=rf"^{path}:5: bytes"):
+        read_conll_file(path)
+
+
+def test_tab_separated_tokens_may_hold_spaces(tmp_path):
+    text = "-DOCSTART-\tO\n\nHe\tO\nflew\tO\nto\tO\nNew York\tB-LOC\n.\tO\n"
+    articles, spans, stats = read_conll_file(write(tmp_path, text))
+    assert articles[0].sentences[0].words == ["He", "flew", "to", "New York", "."]
+    assert spans == [[[(3, 4, "LOC")]]]
+    # a space-separated line in a tab-separated file is blamed, on its own line
+    bad = write(tmp_path, text.replace("to\tO", "to O"), "bad")
+    with pytest.raises(ConllError, match=rf"^{bad}:5: line has 1 column \('to O'\); .*separated by tabs, as line 3"):
+        read_conll_file(bad)
+    # --sep space reads it as before: "New York" then makes 3 columns, and that line is the one named
+    with pytest.raises(ConllError, match=rf"^{bad}:6: line has 3 columns"):
+        read_conll_file(bad, sep="space")
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "-DOCSTART- -X- O O\n\n"])

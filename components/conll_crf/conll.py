@@ -10,8 +10,11 @@ starts with ``FILE:LINE:``. Nothing is dropped: the only lines that carry no
 Doc content are blank lines and ``-DOCSTART-`` lines, and both are counted.
 
 Middle columns are kept: the first (POS in CoNLL-2003) as ``token.tag_``, the
-rest in ``doc.user_data["conll_columns"]`` (one list per column), the first of
-those (the chunk tag) readable as ``token._.conll_chunk``.
+rest in ``doc.user_data["conll_columns"]`` (one list per column, per token of the
+Doc as converted), the first of those (the chunk tag) also as the token extension
+``token._.conll_chunk``, which spaCy stores by character offset and so keeps with
+its token through ``doc.retokenize()``, ``Span.as_doc(copy_user_data=True)`` and
+DocBin (a token the file did not have reads None).
 """
 import re
 from collections import Counter
@@ -30,19 +33,18 @@ EXTRA_COLUMNS_KEY = "conll_columns"
 HF_CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 HF_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".arrow": "arrow"}
 _COLUMN_SEP = re.compile(r"[ \t]+")
+_TAB_SEP = re.compile(r" *\t[ \t]*")  # tab-separated columns: tokens may hold spaces ("New York")
+_LINE_END = re.compile(r"\r\n|\r|\n")  # Unix, Windows, old Mac, and files that mix them
+_LINE_END_BYTES = re.compile(rb"\r\n|\r|\n")
+SEPARATORS = ("auto", "tab", "space")
 
 
 class ConllError(ValueError):
     """Bad input. The message starts with ``SOURCE:LINE:``."""
 
 
-def _get_chunk(token: Token) -> Optional[str]:
-    columns = token.doc.user_data.get(EXTRA_COLUMNS_KEY)
-    return columns[0][token.i] if columns else None
-
-
 if not Token.has_extension("conll_chunk"):
-    Token.set_extension("conll_chunk", getter=_get_chunk)
+    Token.set_extension("conll_chunk", default=None)
 
 
 @dataclass
@@ -93,7 +95,7 @@ def _decode_text(data: bytes, source: str) -> str:
     try:
         return data.decode("utf8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
+        line = len(_LINE_END_BYTES.findall(data, 0, err.start)) + 1
         bad = data[err.start : err.end]
         raise ConllError(
             f"{source}:{line}: bytes {bad!r} are not valid UTF-8 ({err.reason}); "
@@ -101,10 +103,18 @@ def _decode_text(data: bytes, source: str) -> str:
         ) from None
 
 
-def parse_conll_text(text: str, source: str) -> Tuple[List[Article], ConllStats]:
+def parse_conll_text(text: str, source: str, sep: str = "auto") -> Tuple[List[Article], ConllStats]:
     """Split CoNLL text into articles and sentences and check every line's
-    shape (columns, tag syntax). Tag sequences are checked by `decode_articles`."""
+    shape (columns, tag syntax). Tag sequences are checked by `decode_articles`.
+
+    Lines end in LF, CRLF or CR (mixed too). `sep`: "space" splits columns at
+    runs of spaces and tabs; "tab" at tabs only, so tokens may hold spaces;
+    "auto" takes "tab" when the first token line holds a tab, else "space"."""
+    if sep not in SEPARATORS:
+        raise ValueError(f"sep must be one of {SEPARATORS}, not {sep!r}")
     stats = ConllStats(source=source)
+    mode = None if sep == "auto" else sep
+    mode_line = 0
     articles: List[Article] = []
     article = Article()
     sentence = Sentence()
@@ -126,29 +136,32 @@ def parse_conll_text(text: str, source: str) -> Tuple[List[Article], ConllStats]
             stats.empty_articles += 1  # -DOCSTART- followed directly by another
         article = Article()
 
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if line.endswith("\r"):
-            line = line[:-1]
+    for lineno, line in enumerate(_LINE_END.split(text), 1):
         stripped = line.strip(" \t")
         if not stripped:
             end_sentence()
             continue
-        columns = _COLUMN_SEP.split(stripped)
-        if columns[0] == DOCSTART:
+        if _COLUMN_SEP.split(stripped, 1)[0] == DOCSTART:
             if stats.docstart_lines or article.sentences or sentence.words:
                 end_article()
             stats.docstart_lines += 1
             continue
+        if mode is None:
+            mode, mode_line = ("tab" if "\t" in stripped else "space"), lineno
+        columns = _TAB_SEP.split(stripped) if mode == "tab" else _COLUMN_SEP.split(stripped)
+        how = "tabs" if mode == "tab" else "spaces or tabs"
+        if mode_line:
+            how += f", as line {mode_line} shows; set --sep to choose"
         if len(columns) < 2:
             raise ConllError(
                 f"{source}:{lineno}: line has 1 column ({stripped!r}); expected the token "
-                f"and the NER tag (2 or more columns separated by spaces or tabs)"
+                f"and the NER tag (2 or more columns separated by {how})"
             )
         if n_columns == 0:
             n_columns, first_token_line = len(columns), lineno
         elif len(columns) != n_columns:
             raise ConllError(
-                f"{source}:{lineno}: line has {len(columns)} columns ({stripped!r}), but "
+                f"{source}:{lineno}: line has {len(columns)} columns ({stripped!r}, separated by {how}), but "
                 f"line {first_token_line} has {n_columns}; every token line needs the same columns"
             )
         tag = columns[-1]
@@ -262,6 +275,8 @@ def make_doc(vocab: Vocab, sentences: Sequence[Sentence], spans: Sequence[list])
     doc = Doc(vocab, words=words, sent_starts=sent_starts, ents=ents, tags=tags)
     if n_extra >= 2:
         doc.user_data[EXTRA_COLUMNS_KEY] = [[c[j] for c in columns] for j in range(1, n_extra)]
+        for token, chunk in zip(doc, doc.user_data[EXTRA_COLUMNS_KEY][0]):
+            token._.conll_chunk = chunk
     return doc
 
 
@@ -276,11 +291,13 @@ def docs_from_articles(
             yield make_doc(vocab, sents, sents_spans)
 
 
-def read_conll_file(path: Union[str, Path], scheme: str = "auto") -> Tuple[List[Article], list, ConllStats]:
+def read_conll_file(
+    path: Union[str, Path], scheme: str = "auto", sep: str = "auto"
+) -> Tuple[List[Article], list, ConllStats]:
     """Parse and decode a raw CoNLL file. Returns (articles, spans, stats)."""
     path = Path(path)
     text = _decode_text(path.read_bytes(), str(path))
-    articles, stats = parse_conll_text(text, str(path))
+    articles, stats = parse_conll_text(text, str(path), sep)
     spans = decode_articles(articles, stats, scheme)
     return articles, spans, stats
 
@@ -371,7 +388,7 @@ def parse_hf_dataset(dataset, source: str) -> Tuple[List[Article], ConllStats]:
 
 
 def read_source(
-    src: str, split: str = "train", scheme: str = "auto", docs: Union[str, int] = "article"
+    src: str, split: str = "train", scheme: str = "auto", docs: Union[str, int] = "article", sep: str = "auto"
 ) -> Tuple[List[Article], list, ConllStats, Union[str, int]]:
     """Read a raw CoNLL file or a HF dataset (`hf:NAME` or a local .parquet /
     .jsonl / .arrow file). Returns (articles, spans, stats, docs) where `docs`
@@ -388,7 +405,7 @@ def read_source(
         if docs == "sentence" and stats.docstart_lines == 0:
             stats.articles = 0  # the data has no article boundaries
         return articles, spans, stats, docs
-    articles, spans, stats = read_conll_file(src, scheme)
+    articles, spans, stats = read_conll_file(src, scheme, sep)
     return articles, spans, stats, docs
 
 
