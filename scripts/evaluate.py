@@ -13,8 +13,10 @@ Scores CORPUS_DIR/test.spacy, or dev.spacy where there is no test corpus.
    without --gold-preproc does for Docs with known whitespace; CoNLL has none
    (the converted Docs have unknown spaces), and for such Docs spaCy's Corpus
    silently falls back to the gold tokens, so the CLI would score mode 1 again.
-Both give ents_p, ents_r, ents_f, ents_per_type and words/s. Also counts
-predicted tag sequences that are invalid for the IOB2 scheme (0 for a CRF).
+Both give ents_p, ents_r, ents_f, ents_per_type and words/s (None where there
+is nothing to score: no gold and no predicted entity). Mode 1 runs the pipeline
+once, and on the way counts the predicted tag sequences that are invalid for the
+component's scheme, BIO or BILUO (0 for a CRF).
 """
 import argparse
 import json
@@ -22,13 +24,14 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import spacy
+from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
-from conll_crf.tags import iob_spans
+from conll_crf.tags import TagError, iob_spans, strict_spans
 
 
 def pick_corpus(corpus_dir: Path) -> Path:
@@ -85,18 +88,42 @@ def seqeval_scores(golds, preds) -> Dict[str, float]:
     }
 
 
-def count_invalid(nlp, docs: List[Doc]) -> Dict[str, int]:
-    """Predicted tag sequences (per doc) that break IOB2, from components that
-    expose their raw tags (`predict_tags`); spaCy's ner cannot produce one."""
-    counts = {}
-    for name, pipe in nlp.pipeline:
-        if hasattr(pipe, "predict_tags"):
-            invalid = 0
-            for start in range(0, len(docs), 32):
-                for tags in pipe.predict_tags(docs[start : start + 32]):
-                    invalid += iob_spans(tags)[1] > 0
-            counts[name] = invalid
-    return counts
+def is_valid(tags: List[str], scheme: str) -> bool:
+    """Whether a tag sequence is valid for its scheme (IOB2 read by conlleval's
+    rules needs no repair; BILUO parses strictly)."""
+    if scheme == "BILUO":
+        try:
+            strict_spans(tags, "BILUO")
+        except TagError:
+            return False
+        return True
+    return iob_spans(tags)[1] == 0
+
+
+def predict(nlp, docs: List[Doc], batch_size: int) -> Tuple[List[Doc], Dict[str, int]]:
+    """The pipeline over `docs`, once, in batches, as nlp.pipe runs it;
+    components that expose their raw tags (crf_ner and its softmax ablation) run
+    as predict + set_annotations, and their invalid tag sequences are counted
+    per component on the way (spaCy's ner cannot produce one)."""
+    invalid = {name: 0 for name, pipe in nlp.pipeline if hasattr(pipe, "predict_tags")}
+    out: List[Doc] = []
+    for start in range(0, len(docs), batch_size):
+        batch = docs[start : start + batch_size]
+        for name, pipe in nlp.pipeline:
+            if name in invalid:
+                tag_ids = pipe.predict(batch)
+                invalid[name] += sum(not is_valid(t, pipe.cfg["scheme"]) for t in pipe.tag_names(tag_ids))
+                pipe.set_annotations(batch, tag_ids)
+            elif hasattr(pipe, "pipe"):
+                batch = list(pipe.pipe(batch, batch_size=batch_size))
+            else:
+                batch = [pipe(doc) for doc in batch]
+        out.extend(batch)
+    return out, invalid
+
+
+def fmt(score: Optional[float]) -> str:
+    return "n/a" if score is None else f"{score:.4f}"
 
 
 def main() -> None:
@@ -121,14 +148,15 @@ def main() -> None:
     # 1. gold tokens, whole articles
     inputs = [Doc(nlp.vocab, words=[t.text for t in r], spaces=[bool(t.whitespace_) for t in r]) for r in refs]
     start = time.perf_counter()
-    preds = list(nlp.pipe(inputs, batch_size=args.batch_size))
+    preds, invalid = predict(nlp, inputs, args.batch_size)
     seconds = time.perf_counter() - start
-    scores = nlp.evaluate([Example(p, r) for p, r in zip(preds, refs)])
+    scores = get_ner_prf([Example(p, r) for p, r in zip(preds, refs)])  # what spacy.ner_scorer.v1 computes
     conll_path = args.out_dir / "predictions.conll"
     write_conll(conll_path, zip(refs, preds))
     golds, pred_tags = read_conll_export(conll_path)
     independent = seqeval_scores(golds, pred_tags)
     agree = all(abs(independent[k] - (scores[k] or 0.0)) <= 1e-4 for k in ("ents_p", "ents_r", "ents_f"))
+    # (seqeval gives 0.0 where spaCy gives None: nothing to score)
     gold = {
         "mode": "gold tokens, whole articles",
         "model": args.model,
@@ -142,12 +170,13 @@ def main() -> None:
         "words_per_second": n_words / seconds,
         "seqeval_strict_iob2": independent,
         "seqeval_agrees": agree,
-        "invalid_tag_sequences": count_invalid(nlp, inputs),
+        "invalid_tag_sequences": invalid,
         "machine": machine,
     }
     (args.out_dir / "gold_tokens.json").write_text(json.dumps(gold, indent=2) + "\n")
-    print(f"gold tokens: P {gold['ents_p']:.4f} R {gold['ents_r']:.4f} F {gold['ents_f']:.4f}, {gold['words_per_second']:,.0f} words/s")
-    print(f"  seqeval (strict IOB2) on {conll_path}: F {independent['ents_f']:.4f} ({'agrees' if agree else 'DISAGREES'})")
+    print(f"gold tokens: P {fmt(gold['ents_p'])} R {fmt(gold['ents_r'])} F {fmt(gold['ents_f'])}, "
+          f"{gold['words_per_second']:,.0f} words/s")
+    print(f"  seqeval (strict IOB2) on {conll_path}: F {fmt(independent['ents_f'])} ({'agrees' if agree else 'DISAGREES'})")
     print(f"  invalid tag sequences: {gold['invalid_tag_sequences']}")
 
     # 2. raw text, re-tokenized by the pipeline (see the module docstring)
@@ -168,7 +197,8 @@ def main() -> None:
         "machine": machine,
     }
     raw_path.write_text(json.dumps(raw_out, indent=2) + "\n")
-    print(f"raw text:    P {raw_out['ents_p']:.4f} R {raw_out['ents_r']:.4f} F {raw_out['ents_f']:.4f}, {raw_out['words_per_second']:,.0f} words/s")
+    print(f"raw text:    P {fmt(raw_out['ents_p'])} R {fmt(raw_out['ents_r'])} F {fmt(raw_out['ents_f'])}, "
+          f"{raw_out['words_per_second'] or 0:,.0f} words/s")
     if not agree:
         sys.exit("spaCy's ents scores and seqeval disagree")
 

@@ -32,7 +32,7 @@ def read_log(path: Path):
     for line in path.read_text().splitlines():
         rec = json.loads(line)
         scores = rec.get("other_scores") or {}
-        if "ents_f" in scores:
+        if scores.get("ents_f") is not None:  # None: a dev set with nothing to score
             steps.append(rec["step"])
             f1.append(100 * scores["ents_f"])
     return steps, f1
@@ -91,7 +91,7 @@ def plot_per_type(runs, metrics: Path, out: Path) -> None:
     for run in runs:
         path = metrics / run / "gold_tokens.json"
         if path.exists():
-            data[run] = json.loads(path.read_text())["ents_per_type"]
+            data[run] = json.loads(path.read_text())["ents_per_type"] or {}  # None: nothing to score
     if not data:
         return
     types = sorted({t for d in data.values() for t in d})
@@ -192,10 +192,10 @@ def results_table(runs, training: Path, metrics: Path) -> str:
         if name and encoder == "transformer":
             path = Path(name)
             encoder = f"transformer: {path.parent.name if path.name == 'model' else path.name}"
-        per = gold["ents_per_type"]
+        per = gold["ents_per_type"] or {}
         invalid = sum(gold.get("invalid_tag_sequences", {}).values()) if gold.get("invalid_tag_sequences") else "0 (by construction)"
         wall = f"{meta['wall_seconds'] / 60:.0f} min" if "wall_seconds" in meta else _time_v_wall(training / run / "train.log")
-        pct = lambda x: f"{100 * x:.2f}"  # noqa: E731
+        pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}"  # noqa: E731  (None: nothing to score)
         rows.append(
             f"| {run} | {encoder} | {HEADS.get(run.split('_')[-1], '?')} | {pct(gold['ents_p'])} | "
             f"{pct(gold['ents_r'])} | **{pct(gold['ents_f'])}** | {pct(raw['ents_f']) if raw else '?'} | "

@@ -47,3 +47,50 @@ def test_export_and_seqeval_agree_with_spacy(tmp_path):
     assert scores["ents_r"] == pytest.approx(4 / 7)
     for key in ("ents_p", "ents_r", "ents_f"):
         assert independent[key] == pytest.approx(scores[key], abs=1e-9)
+
+
+def test_is_valid_per_scheme():
+    assert evaluate.is_valid(["B-PER", "I-PER", "O"], "BIO")
+    assert not evaluate.is_valid(["O", "I-PER"], "BIO")
+    assert evaluate.is_valid(["U-PER", "B-LOC", "L-LOC", "O"], "BILUO")
+    assert not evaluate.is_valid(["B-LOC", "O"], "BILUO")  # unfinished
+    assert not evaluate.is_valid(["I-LOC"], "BILUO")
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
+def test_one_pass_predict_counts_invalid_for_the_components_scheme(scheme):
+    from .test_component import crf_config, train
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config(scheme=scheme))
+    train(nlp, n_iter=15)
+    texts = ["Peter Blackburn works in Brussels .", "", "EU rejects German call ."] * 3
+    preds, invalid = evaluate.predict(nlp, [nlp.make_doc(t) for t in texts], batch_size=4)
+    assert invalid == {"crf_ner": 0}
+    assert [[(e.start, e.end, e.label_) for e in d.ents] for d in preds] == [
+        [(e.start, e.end, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+
+
+def test_evaluate_script_on_a_corpus_with_nothing_to_score(tmp_path):
+    import subprocess
+    import sys
+
+    from spacy.tokens import DocBin
+
+    from .test_component import crf_config, train
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config(scheme="BILUO"))
+    train(nlp, n_iter=5)
+    nlp.to_disk(tmp_path / "model")
+    (tmp_path / "corpus").mkdir()
+    DocBin(docs=[make(nlp, ["nothing", "here"], []), make(nlp, ["."], [])]).to_disk(tmp_path / "corpus/dev.spacy")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), str(tmp_path / "model"),
+                             str(tmp_path / "corpus"), str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    gold = json.loads((tmp_path / "out/gold_tokens.json").read_text())
+    assert gold["invalid_tag_sequences"] == {"crf_ner": 0}
+    assert gold["ents_f"] is None or gold["ents_f"] == 0.0
+    assert "F n/a" in result.stdout or "F 0.0000" in result.stdout
