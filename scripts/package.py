@@ -1,6 +1,7 @@
 """Package a trained pipeline as `en_<name>` plus the library it needs.
 
     python scripts/package.py MODEL OUT_DIR [--name conll_crf] [--version 0.1.0]
+        [--data-name TEXT] [--data-url URL] [--data-license TEXT] [--license TEXT]
 
 Writes into OUT_DIR/dist/:
 - spacy_conll_crf-<lib version>-py3-none-any.whl: this repository's `conll_crf`
@@ -9,7 +10,10 @@ Writes into OUT_DIR/dist/:
   whose requirements name spacy-conll-crf (and spacy-transformers for a
   transformer pipeline), so `pip install OUT_DIR/dist/*.whl` is all an app needs
   before `spacy.load("en_<name>")`.
-The package meta names the training data, the scores and the requirements.
+The package meta describes the pipeline by its own entity labels (read from the
+trained components) and names the training data given by the --data-* options
+(the defaults describe this project's CoNLL-2003 run), the scores and the
+requirements.
 """
 import argparse
 import json
@@ -21,6 +25,50 @@ from pathlib import Path
 import conll_crf
 
 ROOT = Path(__file__).resolve().parent.parent
+NER_FACTORIES = ("crf_ner", "ner", "beam_ner")
+CONLL = {
+    "data_name": "CoNLL-2003 English (eng.train; tuned on eng.testa)",
+    "data_url": "https://www.clips.uantwerpen.be/conll2003/ner/",
+    "data_license": "Reuters Corpus (RCV1) agreement",
+    "data_author": "Tjong Kim Sang and De Meulder (2003)",
+    "license": "Model weights trained on CoNLL-2003, which is licence-restricted (Reuters RCV1): research use",
+}
+
+
+def entity_labels(model: Path, meta: dict) -> list:
+    """The labels of the pipeline's entity recognizers (by factory), sorted."""
+    from thinc.api import Config
+
+    components = Config().from_disk(model / "config.cfg", interpolate=False).get("components", {})
+    labels = set()
+    for name, component in components.items():
+        if component.get("factory") in NER_FACTORIES:
+            labels.update(meta.get("labels", {}).get(name, []))
+    return sorted(labels)
+
+
+def package_meta(meta: dict, labels: list, name: str, version: str, requirement: str, data: dict) -> dict:
+    """The trained pipeline's meta, described by its own labels and training data."""
+    out = dict(meta)
+    out.update(
+        {
+            "name": name,
+            "version": version,
+            "description": f"Named entity recognition ({', '.join(labels) or 'no entity labels'}) with a BiLSTM-CRF "
+            f"(PyTorch forward algorithm and Viterbi), trained on {data['data_name']}",
+            "license": data["license"],
+            "sources": [
+                {
+                    "name": data["data_name"],
+                    "url": data["data_url"],
+                    "license": data["data_license"],
+                    "author": data["data_author"],
+                }
+            ],
+            "requirements": [r for r in meta.get("requirements", []) if not r.startswith("spacy-conll-crf")] + [requirement],
+        }
+    )
+    return out
 
 
 def main() -> None:
@@ -29,6 +77,8 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--name", default="conll_crf")
     parser.add_argument("--version", default="0.1.0")
+    for key, value in CONLL.items():
+        parser.add_argument("--" + key.replace("_", "-"), default=value, help=f"(default: {value})")
     args = parser.parse_args()
     dist = args.out_dir / "dist"
     dist.mkdir(parents=True, exist_ok=True)
@@ -42,24 +92,8 @@ def main() -> None:
     meta = json.loads((args.model / "meta.json").read_text())
     major, minor = lib_version.split(".")[:2]
     requirement = f"spacy-conll-crf>={lib_version},<{major}.{int(minor) + 1}.0"
-    meta.update(
-        {
-            "name": args.name,
-            "version": args.version,
-            "description": "English named entity recognition (PER, LOC, ORG, MISC) with a BiLSTM-CRF "
-            "(PyTorch forward algorithm and Viterbi), trained on CoNLL-2003",
-            "license": "Model weights trained on CoNLL-2003, which is licence-restricted (Reuters RCV1): research use",
-            "sources": [
-                {
-                    "name": "CoNLL-2003 English (eng.train; tuned on eng.testa)",
-                    "url": "https://www.clips.uantwerpen.be/conll2003/ner/",
-                    "license": "Reuters Corpus (RCV1) agreement",
-                    "author": "Tjong Kim Sang and De Meulder (2003)",
-                }
-            ],
-            "requirements": [r for r in meta.get("requirements", []) if not r.startswith("spacy-conll-crf")] + [requirement],
-        }
-    )
+    data = {key: getattr(args, key) for key in CONLL}
+    meta = package_meta(meta, entity_labels(args.model, meta), args.name, args.version, requirement, data)
     meta_path = args.out_dir / f"meta_{args.name}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     subprocess.run(

@@ -6,7 +6,8 @@ Writes METRICS_DIR/figures/:
 - dev_f1.png: dev ents F1 against training step, one line per run (from each
   run's log.jsonl, written by conll_crf.JSONLLogger.v1);
 - transitions_<run>.png: the trained CRF transition matrix of each crf_ner run
-  as a labelled heatmap; transitions the BIO constraints forbid are hatched;
+  as a labelled heatmap; transitions the tag scheme forbids (BIO or BILUO, the
+  component's own) are hatched;
 - per_type.png: dev P/R/F per entity type (gold tokens) for each evaluated run;
 and METRICS_DIR/errors_<run>.html: the dev articles where the prediction differs
 from gold, gold and predicted entities side by side (displaCy), differing
@@ -51,7 +52,7 @@ def plot_dev_f1(runs, training: Path, out: Path) -> None:
     ax.set_ylim(bottom=70)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("CoNLL-2003 dev (eng.testa), raw-text evaluation during training")
+    ax.set_title("CoNLL-2003 dev (eng.testa), gold tokens: evaluation during training")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -78,7 +79,7 @@ def plot_transitions(model_dir: Path, out: Path) -> bool:
     ax.set_yticks(range(len(tags)), tags)
     ax.set_xlabel("to tag")
     ax.set_ylabel("from tag")
-    ax.set_title(f"CRF transition scores ({model_dir.parent.name}); hatched: forbidden")
+    ax.set_title(f"CRF transition scores ({model_dir.parent.name}, {pipe.cfg['scheme']}); hatched: forbidden")
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)

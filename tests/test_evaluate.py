@@ -94,3 +94,23 @@ def test_evaluate_script_on_a_corpus_with_nothing_to_score(tmp_path):
     assert gold["invalid_tag_sequences"] == {"crf_ner": 0}
     assert gold["ents_f"] is None or gold["ents_f"] == 0.0
     assert "F n/a" in result.stdout or "F 0.0000" in result.stdout
+
+
+def test_package_meta_describes_the_pipeline_by_its_own_labels_and_data(tmp_path):
+    spec = importlib.util.spec_from_file_location("package_script", ROOT / "scripts" / "package.py")
+    package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner").add_label("DRUG")
+    nlp.get_pipe("crf_ner").add_label("DOSE")
+    nlp.add_pipe("entity_ruler")  # not an entity recognizer with labels of its own
+    nlp.to_disk(tmp_path / "m")
+    meta = {"lang": "en", "labels": {"crf_ner": ["DOSE", "DRUG"], "entity_ruler": ["X"]}, "requirements": []}
+    data = {**package.CONLL, "data_name": "Our pharmacy notes (2025)", "license": "CC BY 4.0"}
+    out = package.package_meta(meta, package.entity_labels(tmp_path / "m", meta), "drugs", "1.0.0",
+                               "spacy-conll-crf>=0.1.0,<0.2.0", data)
+    assert out["description"].startswith("Named entity recognition (DOSE, DRUG) with a BiLSTM-CRF")
+    assert out["description"].endswith("trained on Our pharmacy notes (2025)")
+    assert "PER" not in out["description"] and "CoNLL" not in out["description"]
+    assert out["sources"][0]["name"] == "Our pharmacy notes (2025)" and out["license"] == "CC BY 4.0"
+    assert out["requirements"] == ["spacy-conll-crf>=0.1.0,<0.2.0"]
