@@ -91,3 +91,26 @@ def test_project_all_then_clean_venv_load(tmp_path):
     meta = result["meta"]
     assert meta["name"] == "conll_crf" and any("spacy-conll-crf" in r for r in meta["requirements"])
     assert "CoNLL-2003" in meta["sources"][0]["name"] and "ents_f" in meta["performance"]
+
+
+def test_spacy_train_writes_no_log_of_another_run_and_train_py_writes_its_own(tmp_path):
+    """configs/cpu_crf.cfg with `spacy train --output elsewhere` must not write (or truncate) a
+    training/cpu_crf/log.jsonl; scripts/train.py logs into its own output folder."""
+    data = tmp_path / "conll"
+    data.mkdir()
+    write_sample(data / "eng.train", 2)
+    run([sys.executable, str(ROOT / "scripts/convert.py"), str(data / "eng.train"), str(tmp_path / "tiny.spacy")], tmp_path)
+    (tmp_path / "training/cpu_crf").mkdir(parents=True)
+    real_log = tmp_path / "training/cpu_crf/log.jsonl"
+    real_log.write_text('{"step": 0}\n')  # the real run's log, in the place v1 configs wrote it
+    corpus = ["--paths.train", str(tmp_path / "tiny.spacy"), "--paths.dev", str(tmp_path / "tiny.spacy"),
+              "--training.max_steps", "2", "--training.eval_frequency", "1"]
+    run([sys.executable, "-m", "spacy", "train", str(ROOT / "configs/cpu_crf.cfg"), "--output", str(tmp_path / "other"),
+         *corpus], tmp_path)
+    assert real_log.read_text() == '{"step": 0}\n' and not (tmp_path / "other/log.jsonl").exists()
+    run([sys.executable, str(ROOT / "scripts/train.py"), str(ROOT / "configs/cpu_crf.cfg"), str(tmp_path / "own"),
+         "--train", str(tmp_path / "tiny.spacy"), "--dev", str(tmp_path / "tiny.spacy"), "--max-steps", "2",
+         "--training.eval_frequency", "1"], tmp_path)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "own/log.jsonl").read_text().splitlines()]
+    assert steps and steps[-1] == 2
+    assert real_log.read_text() == '{"step": 0}\n'

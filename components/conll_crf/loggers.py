@@ -1,5 +1,11 @@
-"""`conll_crf.JSONLLogger.v1`: spaCy's console logger plus one JSON line per
-evaluation (step, epoch, losses, scores, words/s), for plots and reports."""
+"""JSONL training loggers: spaCy's console logger plus one JSON line per
+evaluation (step, epoch, losses, scores, words/s), for plots and reports.
+
+- `conll_crf.JSONLLogger.v1`: `path` required, opened for writing.
+- `conll_crf.JSONLLogger.v2`: `path` may be null (console only). The project's
+  configs set `paths.log = null`, so a plain `spacy train` writes no JSONL and
+  never truncates another run's log; `scripts/train.py` (the project's train
+  commands) sets it to the run's own `OUTPUT_DIR/log.jsonl`."""
 import json
 from pathlib import Path
 from typing import IO, Callable, Dict, Optional, Tuple
@@ -11,6 +17,17 @@ from spacy.util import registry
 
 @registry.loggers("conll_crf.JSONLLogger.v1")
 def jsonl_logger(path: str, progress_bar: bool = False) -> Callable:
+    return _jsonl_logger(path, progress_bar)
+
+
+@registry.loggers("conll_crf.JSONLLogger.v2")
+def jsonl_logger_v2(path: Optional[str] = None, progress_bar: bool = False) -> Callable:
+    if path is None:
+        return console_logger(progress_bar=progress_bar)
+    return _jsonl_logger(path, progress_bar)
+
+
+def _jsonl_logger(path: str, progress_bar: bool) -> Callable:
     console = console_logger(progress_bar=progress_bar)
 
     def setup(nlp: Language, stdout: IO, stderr: IO) -> Tuple[Callable[[Optional[Dict]], None], Callable[[], None]]:
