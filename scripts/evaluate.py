@@ -31,6 +31,7 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
+from conll_crf.conll import gold_token_docs
 from conll_crf.tags import TagError, iob_spans, strict_spans
 
 
@@ -146,7 +147,7 @@ def main() -> None:
     machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
 
     # 1. gold tokens, whole articles
-    inputs = [Doc(nlp.vocab, words=[t.text for t in r], spaces=[bool(t.whitespace_) for t in r]) for r in refs]
+    inputs = gold_token_docs(nlp.vocab, refs)
     start = time.perf_counter()
     preds, invalid = predict(nlp, inputs, args.batch_size)
     seconds = time.perf_counter() - start

@@ -25,7 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy  # noqa: E402
 import spacy  # noqa: E402
 from spacy import displacy  # noqa: E402
-from spacy.tokens import Doc, DocBin  # noqa: E402
+from spacy.tokens import DocBin  # noqa: E402
+
+from conll_crf.conll import gold_token_docs  # noqa: E402
 
 
 def read_log(path: Path):
@@ -116,7 +118,7 @@ def plot_per_type(runs, metrics: Path, out: Path) -> None:
 def error_page(model_dir: Path, corpus: Path, out: Path, max_docs: int) -> int:
     nlp = spacy.load(model_dir)
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
-    inputs = [Doc(nlp.vocab, words=[t.text for t in r], spaces=[bool(t.whitespace_) for t in r]) for r in refs]
+    inputs = gold_token_docs(nlp.vocab, refs)
     rows, n_diff = [], 0
     colors = {"PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "MISC": "#e4e7d2"}
     for ref, pred in zip(refs, nlp.pipe(inputs)):

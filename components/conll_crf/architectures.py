@@ -25,9 +25,11 @@ def build_bilstm_crf(
     """tok2vec (a spaCy Tok2Vec or a TransformerListener) -> BiLSTM (torch;
     `depth` 0: none) -> linear emissions -> constrained LinearChainCRF.
 
-    Input: (docs, targets or None, outside-only masks or None). With targets
-    the output is the NLL per doc (backprop reaches the tok2vec); without, the
-    Viterbi tag indices per doc. `dropout` applies inside the torch part
+    Input: (docs, targets or None); targets: per doc a float32 0/1 array
+    [n_tokens, K] of the tags each token's gold annotation admits (all of them
+    where it is missing). With targets the output is the NLL per doc (backprop
+    reaches the tok2vec); without, the Viterbi tag indices per doc, whitespace
+    tokens forced to O. `dropout` applies inside the torch part
     (spaCy's `drop` does not reach torch modules). nO (number of tags) is set
     by the component at initialization."""
     return _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, "crf")

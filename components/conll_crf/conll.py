@@ -20,12 +20,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from spacy.tokens import Doc, Token
 from spacy.vocab import Vocab
 
-from .tags import TagError, detect_scheme, iob_spans, split_tag, strict_spans
+from .tags import TagError, detect_scheme, iob_spans, spans_to_tags, split_tag, strict_spans
 
 DOCSTART = "-DOCSTART-"
 EXTRA_COLUMNS_KEY = "conll_columns"
@@ -263,12 +263,7 @@ def make_doc(vocab: Vocab, sentences: Sequence[Sentence], spans: Sequence[list])
         words.extend(sent.words)
         sent_starts.append(True)
         sent_starts.extend([False] * (len(sent.words) - 1))
-        sent_ents = ["O"] * len(sent.words)
-        for start, end, label in sent_spans:
-            sent_ents[start] = f"B-{label}"
-            for i in range(start + 1, end):
-                sent_ents[i] = f"I-{label}"
-        ents.extend(sent_ents)
+        ents.extend(spans_to_tags(sent_spans, len(sent.words), "BIO"))
         columns.extend(sent.columns)
     n_extra = len(columns[0]) if columns else 0
     tags = [c[0] for c in columns] if n_extra >= 1 else None
@@ -409,7 +404,7 @@ def read_source(
     return articles, spans, stats, docs
 
 
-def iter_docs(vocab: Vocab, src: str, **kwargs) -> Iterable[Doc]:
-    """Convenience: all Docs of a source (see `read_source` for the options)."""
-    articles, spans, stats, docs = read_source(src, **kwargs)
-    return list(docs_from_articles(vocab, articles, spans, stats, docs))
+def gold_token_docs(vocab: Vocab, refs: Sequence[Doc]) -> List[Doc]:
+    """Unannotated Docs with the gold Docs' words and spaces: the input of the
+    gold-token evaluation (the CoNLL convention), for scores and error pages."""
+    return [Doc(vocab, words=[t.text for t in r], spaces=[bool(t.whitespace_) for t in r]) for r in refs]

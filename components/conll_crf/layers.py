@@ -8,9 +8,12 @@ safetensors blob whose metadata holds those sizes, so deserializing rebuilds it
 before the weights load, and loading never unpickles anything.
 
 `bilstm_crf_head` wraps it with thinc's PyTorchWrapper_v3. Input:
-(token vectors: List[Floats2d], targets or None). With targets (bool arrays
-[n_tokens, K]: the tags each token's annotation admits) the output is the NLL
-per doc; without, the Viterbi tag indices per doc.
+(token vectors: List[Floats2d], targets or None, outside or None). targets:
+per doc a float32 0/1 array [n_tokens, K], the tags each token's annotation
+admits (made bool on the torch side); with them the output is the NLL per doc.
+Without, the output is the Viterbi tag indices per doc, and outside (per doc a
+float32 0/1 array [n_tokens], 1 where a token can only be O: whitespace) forces
+O there.
 """
 import json
 import struct
@@ -94,10 +97,15 @@ class BiLSTMCRFModule(nn.Module):
                 return self.crf.nll(em, allowed.to(torch.long).argmax(2), mask)
             return self.crf.partial_nll(em, allowed, mask)
         if outside_only is not None:
-            not_o = torch.ones(em.size(2), dtype=torch.bool, device=em.device)
-            not_o[self.cfg["tags"].index("O")] = False
-            em = em.masked_fill(outside_only.unsqueeze(2) & not_o, NEG_INF)
+            em = self._force_outside(em, outside_only)
         return self.crf.viterbi(em, mask)[1]
+
+    def _force_outside(self, scores: Tensor, outside_only: Tensor) -> Tensor:
+        """scores [B, T, K] with every tag but O impossible (NEG_INF) where
+        ``outside_only`` [B, T] is set."""
+        not_o = torch.ones(scores.size(2), dtype=torch.bool, device=scores.device)
+        not_o[self.cfg["tags"].index("O")] = False
+        return scores.masked_fill(outside_only.unsqueeze(2) & not_o, NEG_INF)
 
     def _softmax(self, em: Tensor, mask: Tensor, allowed: Optional[Tensor], outside_only: Optional[Tensor]):
         log_p = torch.log_softmax(em.float(), dim=2)
@@ -105,10 +113,7 @@ class BiLSTMCRFModule(nn.Module):
             nll = -torch.logsumexp(log_p.masked_fill(~allowed, NEG_INF), dim=2)
             return torch.where(mask, nll, torch.zeros_like(nll)).sum(1)
         if outside_only is not None:
-            o = self.cfg["tags"].index("O")
-            keep = torch.ones(em.size(2), dtype=torch.bool, device=em.device)
-            keep[o] = False
-            log_p = log_p.masked_fill(outside_only.unsqueeze(2) & keep, NEG_INF)
+            log_p = self._force_outside(log_p, outside_only)
         return log_p.argmax(2).masked_fill(~mask, -1)
 
 

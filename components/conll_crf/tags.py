@@ -13,8 +13,6 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 OUTSIDE = "O"
 IOB_PREFIXES = frozenset("BI")
-BILUO_PREFIXES = frozenset("BILU")
-IOBES_PREFIXES = frozenset("BIES")
 KNOWN_PREFIXES = frozenset("BILUES")
 MODEL_SCHEMES = ("BIO", "BILUO")
 
