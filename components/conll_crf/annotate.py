@@ -18,6 +18,7 @@ output as an uninterrupted run. A shard redone after a crash (or by a replaced
 Ray worker) rewrites identical files. Starting a job whose inputs, model or
 output-shaping arguments differ from the folder's manifest is refused.
 """
+import functools
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import platform
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -64,7 +65,6 @@ class JobConfig:
     gpu_id: int = -1
     address: Optional[str] = None
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
-    extra: Dict = field(default_factory=dict)
 
     def output_args(self) -> Dict:
         """The arguments that shape the output: a resumed job must repeat them."""
@@ -84,7 +84,9 @@ class JobConfig:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _entity_schema():
+@functools.lru_cache(maxsize=None)
+def _schemas() -> Dict:
+    """The Parquet schemas of the entity rows and of the error rows."""
     import pyarrow as pa
 
     entity = pa.struct([("start_char", pa.int64()), ("end_char", pa.int64()), ("label", pa.string()),
@@ -92,7 +94,7 @@ def _entity_schema():
     rows = pa.schema([("id", pa.string()), ("source", pa.string()), ("position", pa.int64()),
                       ("entities", pa.list_(entity))])
     errors = pa.schema([("id", pa.string()), ("source", pa.string()), ("position", pa.int64()), ("reason", pa.string())])
-    return rows, errors
+    return {"entities": rows, "errors": errors}
 
 
 def _tmp_name(path: Path) -> Path:
@@ -100,13 +102,14 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _write_atomic(path: Path, rows: List[Dict], fmt: str, schema) -> None:
+def _write_atomic(path: Path, rows: List[Dict], fmt: str, kind: str) -> None:
+    """Rows of `kind` ("entities" or "errors") to `path`, via a temporary name."""
     tmp = _tmp_name(path)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+        pq.write_table(pa.Table.from_pylist(rows, schema=_schemas()[kind]), tmp)
     else:
         with tmp.open("w", encoding="utf8") as f:
             for row in rows:
@@ -147,13 +150,12 @@ def process_shard(annotator: Annotator, spec: str, output: Path, fmt: str, text_
     rows, pipeline_errors, n_words = annotator.annotate(records, progress)
     order = {(it.source, it.position): k for k, it in enumerate(items)}
     errors = [vars(e) for e in sorted(read_errors + pipeline_errors, key=lambda e: order[(e.source, e.position)])]
-    row_schema, error_schema = _entity_schema()
     name = part_name(index, fmt)
     if errors:
-        _write_atomic(output / "errors" / name, errors, fmt, error_schema)
+        _write_atomic(output / "errors" / name, errors, fmt, "errors")
     else:
         (output / "errors" / name).unlink(missing_ok=True)
-    _write_atomic(output / "entities" / name, rows, fmt, row_schema)
+    _write_atomic(output / "entities" / name, rows, fmt, "entities")
     status = {
         "index": index, "file": f"entities/{name}", "errors_file": f"errors/{name}" if errors else None,
         "records": len(items), "documents": len(rows), "errors": len(errors),
@@ -161,7 +163,7 @@ def process_shard(annotator: Annotator, spec: str, output: Path, fmt: str, text_
         "started_at": round(started_at, 3), "seconds": round(time.perf_counter() - start, 3), "pid": os.getpid(), "host": platform.node(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    _write_json_atomic(output / "_status" / f"part-{index:05d}.json", status)
+    _write_json_atomic(output / "_status" / part_name(index, "json"), status)
     return status
 
 

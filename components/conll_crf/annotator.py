@@ -26,14 +26,17 @@ from .records import Record, RecordError
 
 logger = logging.getLogger("conll_crf.annotate")
 
-ENTITY_FIELDS = ("start_char", "end_char", "label", "text", "score")
 _CUTS = ("\n\n", "\n", ". ", " ")
+
+
+def thread_env(threads: int) -> Dict[str, str]:
+    """The environment that sizes a process's OpenMP/BLAS thread pools."""
+    return {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 
 def pin_threads(threads: int) -> None:
     """One process's share of the cores: OpenMP/BLAS pools and torch's."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
+    os.environ.update(thread_env(threads))
     try:
         import torch
     except ImportError:  # a pipeline without torch
@@ -112,7 +115,7 @@ class Annotator:
 
     def entities(self, doc, offset: int = 0) -> List[Dict]:
         scores: Dict[Tuple[int, int, str], float] = {}
-        group = doc.spans.get(self.scores_key) if self.scores_key in doc.spans else None
+        group = doc.spans.get(self.scores_key)
         if group is not None and "scores" in group.attrs:
             for span, score in zip(group, group.attrs["scores"]):
                 scores[(span.start, span.end, span.label_)] = float(score)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Dict, List
 import numpy
 
 from .annotate import process_shard
-from .annotator import Annotator
+from .annotator import Annotator, thread_env
 
 if TYPE_CHECKING:
     from .annotate import Job, Progress
@@ -59,8 +59,7 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
 
     cfg = job.config
     threads = cfg.threads_per_worker
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {**thread_env(threads), "TOKENIZERS_PARALLELISM": "false"}
     started_here = False
     start = time.perf_counter()
     if not ray.is_initialized():
