@@ -103,6 +103,12 @@ def _decode_text(data: bytes, source: str) -> str:
         ) from None
 
 
+def _separated_by(mode: str, mode_line: int) -> str:
+    """How a file's columns are split, for error messages (built only when raising)."""
+    how = "tabs" if mode == "tab" else "spaces or tabs"
+    return f"{how}, as line {mode_line} shows; set --sep to choose" if mode_line else how
+
+
 def parse_conll_text(text: str, source: str, sep: str = "auto") -> Tuple[List[Article], ConllStats]:
     """Split CoNLL text into articles and sentences and check every line's
     shape (columns, tag syntax). Tag sequences are checked by `decode_articles`.
@@ -149,19 +155,16 @@ def parse_conll_text(text: str, source: str, sep: str = "auto") -> Tuple[List[Ar
         if mode is None:
             mode, mode_line = ("tab" if "\t" in stripped else "space"), lineno
         columns = _TAB_SEP.split(stripped) if mode == "tab" else _COLUMN_SEP.split(stripped)
-        how = "tabs" if mode == "tab" else "spaces or tabs"
-        if mode_line:
-            how += f", as line {mode_line} shows; set --sep to choose"
         if len(columns) < 2:
             raise ConllError(
                 f"{source}:{lineno}: line has 1 column ({stripped!r}); expected the token "
-                f"and the NER tag (2 or more columns separated by {how})"
+                f"and the NER tag (2 or more columns separated by {_separated_by(mode, mode_line)})"
             )
         if n_columns == 0:
             n_columns, first_token_line = len(columns), lineno
         elif len(columns) != n_columns:
             raise ConllError(
-                f"{source}:{lineno}: line has {len(columns)} columns ({stripped!r}, separated by {how}), but "
+                f"{source}:{lineno}: line has {len(columns)} columns ({stripped!r}, separated by {_separated_by(mode, mode_line)}), but "
                 f"line {first_token_line} has {n_columns}; every token line needs the same columns"
             )
         tag = columns[-1]
