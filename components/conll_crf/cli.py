@@ -16,7 +16,7 @@ from typing import List, Optional
 from .annotate import EXIT_USAGE, OUTPUT_FORMATS, JobConfig, JobError, exit_code, run_job
 
 
-def _positive_float(value: str) -> float:
+def _non_negative_float(value: str) -> float:
     number = float(value)
     if number < 0:
         raise argparse.ArgumentTypeError("must be at least 0")
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code", action="append", default=[], help="Python file to import first (custom components); repeatable")
     p.add_argument("--workers", type=int, default=1, help="ray: number of actors, each with its own pipeline")
     p.add_argument("--threads-per-worker", type=int, default=1, help="CPU threads (and Ray CPUs) per worker")
-    p.add_argument("--gpus-per-worker", type=_positive_float, default=0.0, help="ray: GPUs per worker (fractions allowed)")
+    p.add_argument("--gpus-per-worker", type=_non_negative_float, default=0.0, help="ray: GPUs per worker (fractions allowed)")
     p.add_argument("--gpu-id", type=int, default=-1, help="local: GPU to use (-1: CPU)")
     p.add_argument("--address", default=None, help="ray: cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--overwrite", action="store_true", help="delete the output folder's earlier job first")
