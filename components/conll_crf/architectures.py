@@ -1,16 +1,50 @@
-"""Registered architectures: `conll_crf.BiLSTMCRF.v1` and the CPU embedding
+"""Registered architectures: `conll_crf.BiLSTMCRF.v2` (and v1, kept for old
+configs), the softmax ablation and the CPU embedding
 `conll_crf.HashCharEmbed.v1`. Registered names never change behaviour: a
 change of behaviour gets a new version."""
+import types
 from typing import List, Optional, Sequence
 
-from spacy.attrs import IS_SPACE
 from spacy.ml.models import CharacterEmbed, MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, concatenate
+from thinc.api import Model, PyTorchShim, concatenate
 from thinc.types import Floats2d
 
 from .layers import bilstm_crf_head, build_head
+
+
+@registry.architectures("conll_crf.BiLSTMCRF.v2")
+def build_bilstm_crf_v2(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    hidden_width: int = 256,
+    depth: int = 1,
+    dropout: float = 0.2,
+    learn_rate_scale: float = 1.0,
+    mixed_precision: bool = False,
+    nO: Optional[int] = None,
+) -> Model:
+    """tok2vec (a spaCy Tok2Vec or a TransformerListener) -> BiLSTM (torch;
+    `depth` 0: none) -> linear emissions -> constrained LinearChainCRF.
+
+    Input: (docs, targets or None, constraints or None, confidence or None);
+    targets: per doc a float32 0/1 array [n_tokens, K] of the tags each
+    token's gold annotation admits (all of them where it is missing);
+    constraints: per doc the tags each token may take at all (whitespace,
+    sentence boundaries and preset entities, see constraints.py), hard in
+    training (the partition function) and in prediction. With targets the
+    output is the NLL per doc (backprop reaches the tok2vec); without, the
+    Viterbi tag indices per doc, or with confidence = (candidate_threshold,
+    temperature) a layers.Prediction with entity probabilities. `dropout`
+    applies inside the torch part (spaCy's `drop` does not reach torch
+    modules); `learn_rate_scale` multiplies the optimizer's learning rate for
+    the BiLSTM, output layer and CRF; parameter averaging covers them.
+    nO (number of tags) is set by the component at initialization.
+
+    Changes from v1: sentence boundaries and preset entities constrain
+    decoding and training, whitespace constrains training too, averaged
+    parameters reach the head, and `learn_rate_scale`."""
+    return _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, "crf", learn_rate_scale, True)
 
 
 @registry.architectures("conll_crf.BiLSTMCRF.v1")
@@ -22,17 +56,10 @@ def build_bilstm_crf(
     mixed_precision: bool = False,
     nO: Optional[int] = None,
 ) -> Model:
-    """tok2vec (a spaCy Tok2Vec or a TransformerListener) -> BiLSTM (torch;
-    `depth` 0: none) -> linear emissions -> constrained LinearChainCRF.
-
-    Input: (docs, targets or None); targets: per doc a float32 0/1 array
-    [n_tokens, K] of the tags each token's gold annotation admits (all of them
-    where it is missing). With targets the output is the NLL per doc (backprop
-    reaches the tok2vec); without, the Viterbi tag indices per doc, whitespace
-    tokens forced to O. `dropout` applies inside the torch part
-    (spaCy's `drop` does not reach torch modules). nO (number of tags) is set
-    by the component at initialization."""
-    return _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, "crf")
+    """The first version, kept so existing configs and pipelines behave as
+    they did: only whitespace tokens are constrained (to O, in decoding), and
+    spaCy's parameter averages do not reach the torch head. Prefer v2."""
+    return _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, "crf", 1.0, False)
 
 
 @registry.architectures("conll_crf.BiLSTMSoftmax.v1")
@@ -46,11 +73,13 @@ def build_bilstm_softmax(
 ) -> Model:
     """Ablation baseline: BiLSTMCRF.v1 with the CRF replaced by a per-token
     softmax (cross-entropy loss, argmax decoding, no transition constraints)."""
-    return _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, "softmax")
+    return _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, "softmax", 1.0, False)
 
 
-def _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, decoder) -> Model:
-    head = bilstm_crf_head(hidden_width, depth, dropout, mixed_precision, decoder)
+def _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, decoder, lr_scale, doc_constraints) -> Model:
+    head = bilstm_crf_head(hidden_width, depth, dropout, mixed_precision, decoder, lr_scale)
+    if not doc_constraints:  # v1: thinc's averaging behaviour (none for the head), kept as it was
+        head.layers[0].shims[0].use_params = types.MethodType(PyTorchShim.use_params, head.layers[0].shims[0])
     return Model(
         "bilstm_crf",
         _forward,
@@ -58,22 +87,17 @@ def _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, decoder) 
         layers=[tok2vec, head],
         refs={"tok2vec": tok2vec, "output_layer": head},
         dims={"nO": nO},
-        attrs={"tags": None, "scheme": None, "decoder": decoder},
+        attrs={"tags": None, "scheme": None, "decoder": decoder, "doc_constraints": doc_constraints},
     )
 
 
 def _forward(model: Model, inputs, is_train: bool):
-    docs, targets = inputs
+    docs, targets, constraints, confidence = inputs
     tok2vec, head = model.layers
     if not any(len(doc) for doc in docs):  # nothing to encode (some tok2vecs fail on it)
-        if targets is None:
-            return [model.ops.alloc1i(0) for _ in docs], lambda dY: []
-        return model.ops.alloc1f(len(docs)), lambda dY: []
+        return head(([model.ops.alloc2f(0, 0) for _ in docs], targets, constraints, confidence), is_train)
     Xs, bp_tok2vec = tok2vec(docs, is_train)
-    outside = None
-    if targets is None:  # whitespace tokens can only be O
-        outside = [model.ops.asarray1f(doc.to_array(IS_SPACE).astype("float32")) for doc in docs]
-    Y, bp_head = head((Xs, targets, outside), is_train)
+    Y, bp_head = head((Xs, targets, constraints, confidence), is_train)
 
     def backprop(dY):
         return bp_tok2vec(bp_head(dY))
@@ -84,14 +108,14 @@ def _forward(model: Model, inputs, is_train: bool):
 def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
     tags: Sequence[str] = model.attrs["tags"]
     if not tags:
-        raise ValueError("conll_crf.BiLSTMCRF.v1: set model.attrs['tags'] (the component does) before initializing")
+        raise ValueError("conll_crf.BiLSTMCRF: set model.attrs['tags'] (the component does) before initializing")
     tok2vec, head = model.layers
     tok2vec.initialize(X=X)
     if tok2vec.has_dim("nO") and tok2vec.get_dim("nO"):
         n_in = tok2vec.get_dim("nO")
     else:  # e.g. a TransformerListener: read the width off a forward pass
         if not X:
-            raise ValueError("conll_crf.BiLSTMCRF.v1 needs sample docs to infer the tok2vec width")
+            raise ValueError("conll_crf.BiLSTMCRF needs sample docs to infer the tok2vec width")
         n_in = tok2vec.predict(X[:1])[0].shape[1]
     build_head(head, n_in, tags, model.attrs["scheme"])
     model.set_dim("nO", len(tags), force=True)

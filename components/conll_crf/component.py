@@ -3,8 +3,18 @@
 Trained with the CRF's negative log-likelihood (tokens whose gold annotation is
 missing, e.g. after re-tokenization, are marginalised over); predicts with
 constrained Viterbi decoding, so every predicted tag sequence is valid for the
-scheme (BIO or BILUO). Sets `doc.ents`, and so `token.ent_iob_` and
-`token.ent_type_`. Scored by `spacy.ner_scorer.v1`.
+scheme (BIO or BILUO), no entity crosses a known sentence boundary, and preset
+entities (set by an earlier component) are kept and predicted around. Sets
+`doc.ents`, and so `token.ent_iob_` and `token.ent_type_`.
+
+Confidence (on by default): every entity's exact probability under the CRF
+(constrained forward-backward), written spancat-style: `doc.spans[spans_key]`
+holds every candidate entity with probability >= `candidate_threshold` (the
+predicted ones included) and `doc.spans[spans_key].attrs["scores"]` their
+probabilities; `ent._.crf_prob` reads an entity's probability. `threshold`
+leaves predicted entities below it out of `doc.ents`; `temperature` (fitted by
+scripts/calibrate.py) scales the scores before the probabilities, never the
+decoding. Scored by `spacy.ner_scorer.v1`.
 """
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
@@ -18,14 +28,17 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 
 from . import architectures, loggers  # noqa: F401  (registers the architectures and logger)
+from .constraints import TagIndex, doc_constraints, relax_for_gold
+from .layers import Prediction
 from .tags import MODEL_SCHEMES, OUTSIDE, biluo_to_scheme, build_tags, iob_spans, strict_spans
 
 default_model_config = """
 [model]
-@architectures = "conll_crf.BiLSTMCRF.v1"
+@architectures = "conll_crf.BiLSTMCRF.v2"
 hidden_width = 128
 depth = 1
 dropout = 0.2
+learn_rate_scale = 1.0
 mixed_precision = false
 
 [model.tok2vec]
@@ -53,14 +66,59 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
 
 @Language.factory(
     "crf_ner",
-    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
-    default_config={"model": DEFAULT_MODEL, "scheme": "BIO", "scorer": {"@scorers": "spacy.ner_scorer.v1"}},
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "scheme": "BIO",
+        "confidence": True,
+        "spans_key": "crf_ner",
+        "threshold": 0.0,
+        "candidate_threshold": 0.1,
+        "temperature": 1.0,
+        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+    },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
-def make_crf_ner(nlp: Language, name: str, model: Model, scheme: str, scorer: Optional[Callable]) -> "CRFEntityRecognizer":
+def make_crf_ner(
+    nlp: Language,
+    name: str,
+    model: Model,
+    scheme: str,
+    confidence: bool,
+    spans_key: str,
+    threshold: float,
+    candidate_threshold: float,
+    temperature: float,
+    scorer: Optional[Callable],
+) -> "CRFEntityRecognizer":
     """A BiLSTM-CRF entity recognizer. `scheme`: the tag scheme the CRF learns
-    and is constrained to, "BIO" (IOB2) or "BILUO"."""
-    return CRFEntityRecognizer(nlp.vocab, model, name, scheme=scheme, scorer=scorer)
+    and is constrained to, "BIO" (IOB2) or "BILUO". `confidence`: compute
+    entity probabilities (doc.spans[spans_key]). `threshold`: predicted
+    entities below this probability stay out of doc.ents. `candidate_threshold`:
+    the lowest probability of a span in doc.spans[spans_key]. `temperature`:
+    divides the CRF's scores before the probabilities (calibration); a
+    fitted value stored in the component's cfg takes precedence."""
+    return CRFEntityRecognizer(
+        nlp.vocab, model, name, scheme=scheme, confidence=confidence, spans_key=spans_key, threshold=threshold,
+        candidate_threshold=candidate_threshold, temperature=temperature, scorer=scorer,
+    )
+
+
+def _entity_probability(span: Span) -> Optional[float]:
+    """`span._.crf_prob`: the probability a crf_ner component gave this exact
+    entity (label and boundaries), from its scored span group; None if none did."""
+    for group in span.doc.spans.values():
+        scores = group.attrs.get("scores")
+        if scores is None or group.attrs.get("source") != "crf_ner":
+            continue
+        for cand, score in zip(group, scores):
+            if cand.start == span.start and cand.end == span.end and cand.label == span.label:
+                return float(score)
+    return None
+
+
+if not Span.has_extension("crf_prob"):
+    Span.set_extension("crf_prob", getter=_entity_probability)
 
 
 class CRFEntityRecognizer(TrainablePipe):
@@ -71,15 +129,28 @@ class CRFEntityRecognizer(TrainablePipe):
         name: str = "crf_ner",
         *,
         scheme: str = "BIO",
+        confidence: bool = True,
+        spans_key: str = "crf_ner",
+        threshold: float = 0.0,
+        candidate_threshold: float = 0.1,
+        temperature: float = 1.0,
         scorer: Optional[Callable] = None,
     ) -> None:
         if scheme not in MODEL_SCHEMES:
             raise ValueError(f"[crf_ner] scheme must be one of {MODEL_SCHEMES}, not {scheme!r}")
+        if not 0.0 <= threshold <= 1.0 or not 0.0 < candidate_threshold <= 1.0:
+            raise ValueError(f"[crf_ner] threshold must be in [0, 1] and candidate_threshold in (0, 1], got {threshold}, {candidate_threshold}")
+        if not temperature > 0:
+            raise ValueError(f"[crf_ner] temperature must be > 0, got {temperature}")
         self.vocab = vocab
         self.model = model
         self.name = name
         self.scorer = scorer
-        self.cfg: Dict = {"labels": [], "scheme": scheme}
+        self.confidence = confidence
+        self.spans_key = spans_key
+        self.threshold = threshold
+        self.candidate_threshold = candidate_threshold
+        self.cfg: Dict = {"labels": [], "scheme": scheme, "temperature": float(temperature)}
 
     # -- labels ---------------------------------------------------------------------------
 
@@ -134,26 +205,75 @@ class CRFEntityRecognizer(TrainablePipe):
         self.model.attrs["scheme"] = self.cfg["scheme"]
         self.model.initialize(X=doc_sample)
 
+    # -- constraints ----------------------------------------------------------------------
+
+    def _constraints(self, docs: Sequence[Doc]) -> Optional[List]:
+        """Per doc the allowed tags [n, K] as float32 (see constraints.py).
+        Models of conll_crf.BiLSTMCRF.v1 get whitespace only, as before."""
+        full = bool(self.model.attrs.get("doc_constraints", False))
+        index = TagIndex(self.tags, self.cfg["scheme"])
+        ops = self.model.ops
+        return [ops.asarray2f(doc_constraints(doc, index, sentences=full, presets=full).astype("float32")) for doc in docs]
+
     # -- predict --------------------------------------------------------------------------
 
-    def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
-        """Tag indices per doc (Viterbi, constrained). Does not change the docs."""
+    def predict(self, docs: Iterable[Doc]):
+        """Tag indices per doc (Viterbi, constrained), or with confidence on a
+        layers.Prediction that also holds entity probabilities. Does not change the docs."""
         docs = list(docs)
         if not docs:
             return []
-        return self.model.predict((docs, None))
+        confidence = None
+        if self.confidence and self.model.attrs.get("decoder", "crf") == "crf":
+            confidence = (float(self.candidate_threshold), float(self.cfg.get("temperature", 1.0)))
+        return self.model.predict((docs, None, self._constraints(docs), confidence))
 
     def tag_names(self, tag_ids: List) -> List[List[str]]:
         tags = self.tags
+        if isinstance(tag_ids, Prediction):
+            tag_ids = tag_ids.tag_ids
         return [[tags[i] for i in self.model.ops.to_numpy(ids).tolist()] for ids in tag_ids]
 
     def predict_tags(self, docs: Iterable[Doc]) -> List[List[str]]:
         """The predicted tag names per doc (for diagnostics and exports)."""
         return self.tag_names(self.predict(docs))
 
-    def set_annotations(self, docs: Iterable[Doc], tag_ids: List) -> None:
-        for doc, names in zip(docs, self.tag_names(tag_ids)):
-            doc.ents = [Span(doc, start, end, label=label) for start, end, label in self.decode(names)]
+    def set_annotations(self, docs: Iterable[Doc], predicted) -> None:
+        docs = list(docs)
+        labels = self.labels
+        scored = isinstance(predicted, Prediction)
+        if scored:
+            to_np = self.model.ops.to_numpy
+            ents, ent_p = _by_doc(len(docs), to_np(predicted.entities), to_np(predicted.entity_probs))
+            cands, cand_p = _by_doc(len(docs), to_np(predicted.candidates), to_np(predicted.candidate_probs))
+        for i, (doc, names) in enumerate(zip(docs, self.tag_names(predicted))):
+            presets = list(doc.ents)
+            taken = numpy.zeros(len(doc), dtype=bool)
+            for ent in presets:
+                taken[ent.start : ent.end] = True
+            spans = self.decode(names)
+            if scored:
+                prob = {(s, e, labels[x]): p for (s, e, x), p in zip(ents[i], ent_p[i])}
+                spans = [sp for sp in spans if prob[sp] >= self.threshold]
+            new = [Span(doc, s, e, label=label) for s, e, label in spans if not taken[s:e].any()]
+            doc.ents = sorted(presets + new, key=lambda sp: sp.start)
+            if scored:
+                self._set_scored_spans(doc, presets, new, prob, cands[i], cand_p[i])
+
+    def _set_scored_spans(self, doc: Doc, presets, new, prob, cands, cand_p) -> None:
+        """doc.spans[spans_key]: every candidate >= candidate_threshold, the
+        entities in doc.ents (presets at 1.0) and the predicted ones below it included."""
+        labels = self.labels
+        scores = {(s, e, labels[x]): float(p) for (s, e, x), p in zip(cands, cand_p)}
+        for ent in new:
+            scores[(ent.start, ent.end, ent.label_)] = float(prob[(ent.start, ent.end, ent.label_)])
+        for ent in presets:
+            scores[(ent.start, ent.end, ent.label_)] = 1.0
+        keys = sorted(scores)
+        doc.spans[self.spans_key] = [Span(doc, s, e, label=label) for s, e, label in keys]
+        group = doc.spans[self.spans_key]
+        group.attrs["scores"] = [scores[k] for k in keys]
+        group.attrs["source"] = "crf_ner"
 
     def decode(self, tag_names: Sequence[str]):
         """(start, end, label) spans of a predicted tag sequence. A CRF's
@@ -209,7 +329,14 @@ class CRFEntityRecognizer(TrainablePipe):
         if not any(len(eg.predicted) for eg in examples):
             return losses  # nothing to learn from (empty docs only)
         docs = [eg.predicted for eg in examples]
-        nll, backprop = self.model.begin_update((docs, self._targets(examples)))
+        targets = self._targets(examples)
+        constraints = None
+        if self.model.attrs.get("doc_constraints", False):
+            constraints = [
+                self.model.ops.asarray2f(relax_for_gold(c, self.model.ops.to_numpy(t)).astype("float32"))
+                for c, t in zip(self._training_constraints(examples), targets)
+            ]
+        nll, backprop = self.model.begin_update((docs, targets, constraints, None))
         loss, d_nll = self.get_loss(examples, nll)
         backprop(d_nll)
         if sgd is not None:
@@ -217,9 +344,33 @@ class CRFEntityRecognizer(TrainablePipe):
         losses[self.name] += loss
         return losses
 
+    def _training_constraints(self, examples: Sequence[Example]) -> List[numpy.ndarray]:
+        """The constraints prediction would apply to each predicted doc; where
+        the predicted doc has no sentence boundaries, the gold's (aligned) are
+        used, so training sees the same constrained paths as decoding a
+        sentence-split doc. Preset entities of the predicted doc count too."""
+        index = TagIndex(self.tags, self.cfg["scheme"])
+        out = []
+        for eg in examples:
+            starts = None
+            if not eg.predicted.has_annotation("SENT_START") and eg.reference.has_annotation("SENT_START"):
+                starts = numpy.array([0 if s is None else (1 if s else -1) for s in eg.get_aligned_sent_starts()])
+            out.append(doc_constraints(eg.predicted, index, sent_starts=starts))
+        return out
+
     def get_loss(self, examples: Iterable[Example], nll) -> tuple:
         """Loss = sum of the per-doc NLLs; its gradient w.r.t. each NLL is 1."""
         loss = float(nll.sum())
         if not numpy.isfinite(loss):
             raise ValueError("[crf_ner] the loss is not finite")
         return loss, self.model.ops.alloc1f(len(nll)) + 1.0
+
+
+def _by_doc(n_docs: int, rows: numpy.ndarray, probs: numpy.ndarray):
+    """Entity rows (doc, start, end, label index) and their probabilities,
+    grouped per doc: ([[(start, end, label index)...] per doc], [[p...] per doc])."""
+    rows = numpy.asarray(rows).reshape(-1, 4)
+    bounds = numpy.searchsorted(rows[:, 0], numpy.arange(n_docs + 1)) if len(rows) else numpy.zeros(n_docs + 1, dtype=int)
+    per_rows = [rows[bounds[i] : bounds[i + 1], 1:].tolist() for i in range(n_docs)]
+    per_probs = [numpy.asarray(probs)[bounds[i] : bounds[i + 1]].tolist() for i in range(n_docs)]
+    return per_rows, per_probs

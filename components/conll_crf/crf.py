@@ -27,7 +27,7 @@ read off one pointer table. `nbest` keeps the k best partial paths per tag.
 Everything stays on the emissions' device. The one host synchronisation per
 training call happens before the time loop; decoding has none.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import functools
 import math
@@ -73,6 +73,24 @@ def transition_constraints(tags: Sequence[str], scheme: str) -> Tuple[Tensor, Te
                 ok = pj in ("O", "B", "U")
             allowed[i, j] = ok
     return allowed, start, end
+
+
+def entity_labels(tags: Sequence[str]) -> List[str]:
+    """The entity labels of a tag list, in the order of their B- tags."""
+    return [label for prefix, label in map(split_tag, tags) if prefix == "B"]
+
+
+def entity_tags(tags: Sequence[str], scheme: str) -> "EntityTags":
+    """The tag indices of each label's B-, I- (and for BILUO L-, U-) tags."""
+    index = {t: i for i, t in enumerate(tags)}
+    labels = entity_labels(tags)
+    try:
+        get = lambda prefix: torch.tensor([index[f"{prefix}-{x}"] for x in labels], dtype=torch.long)  # noqa: E731
+        if scheme == "BIO":
+            return EntityTags(get("B"), get("I"))
+        return EntityTags(get("B"), get("I"), get("L"), get("U"))
+    except KeyError as err:
+        raise ValueError(f"the tag list lacks {err.args[0]!r} for the {scheme} scheme: {list(tags)}") from None
 
 
 def _lengths(mask: Tensor) -> Tensor:
@@ -582,6 +600,138 @@ def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, la
     return best_score, tags
 
 
+# --- entity marginals ------------------------------------------------------------------------
+#
+# The probability, under the (constrained) CRF, that a sequence contains exactly
+# the entity (start, end, label): BIO: y_s = B-X, y_t = I-X for s < t <= e and
+# y_{e+1} != I-X (or e is the last position); BILUO: y_s = U-X when s = e, else
+# B-X, I-X..., L-X. From log-space forward (alpha) and backward (beta)
+# variables in float64 (no renormalisation needed: float64 keeps 1e-11 absolute
+# precision on scores of magnitude 1e5), the log score of a span is
+#   alpha_s(B) + [trans(B, I) + em_{s+1}(I)] + sum_{s+1<t<=e'} [trans(I, I) + em_t(I)] + closing(e)
+# with prefix sums over time for the middle part, so any set of spans is one
+# gather. Impossible steps (-inf) are counted apart so prefix-sum differences
+# never see inf - inf: a span through one has probability exactly 0.
+
+
+class EntityTags(NamedTuple):
+    """Tag indices per entity label X [X] (long): B-X and I-X, and for BILUO
+    also L-X and U-X (None for BIO)."""
+
+    begin: Tensor
+    inside: Tensor
+    last: Optional[Tensor] = None
+    unit: Optional[Tensor] = None
+
+    @property
+    def biluo(self) -> bool:
+        return self.last is not None
+
+
+def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Log forward and backward variables [B, T, K] and log Z [B] of
+    right-padded float64 emissions (padding 0) with each sequence's last index
+    ``last`` [B] (-1: empty). beta at a sequence's last position is the end
+    score; past it both hold values nobody reads."""
+    B, T, K = em.shape
+    alpha = torch.empty_like(em)
+    beta = torch.empty_like(em)
+    alpha[:, 0] = start + em[:, 0]
+    trans_b = trans.unsqueeze(0)
+    for t in range(1, T):
+        torch.add(torch.logsumexp(alpha[:, t - 1].unsqueeze(2) + trans_b, dim=1), em[:, t], out=alpha[:, t])
+    is_last = last.unsqueeze(1) == torch.arange(T, device=em.device)  # [B, T]
+    end_b = end.unsqueeze(0).expand(B, K)
+    beta[:, T - 1] = end_b
+    for t in range(T - 2, -1, -1):
+        nxt = torch.logsumexp(trans_b + (em[:, t + 1] + beta[:, t + 1]).unsqueeze(1), dim=2)
+        torch.where(is_last[:, t : t + 1], end_b, nxt, out=beta[:, t])
+    final = alpha.gather(1, last.clamp(min=0).view(B, 1, 1).expand(B, 1, K)).squeeze(1) + end
+    log_z = torch.where(last >= 0, torch.logsumexp(final, dim=1), 0.0)
+    return alpha, beta, log_z
+
+
+class _SpanTerms:
+    """Per-position terms [B, T(+1), X] from which the log score of any span
+    (b, s, e, x) is a few gathers (see `scores`)."""
+
+    def __init__(self, em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor, ents: EntityTags) -> None:
+        B, T, K = em.shape
+        alpha, beta, self.log_z = _log_forward_backward(em, trans, start, end, last)
+        self.last, self.biluo, self.T = last, ents.biluo, T
+        b_, i_ = ents.begin, ents.inside
+        self.begin = alpha[:, :, b_]  # [B, T, X]
+        self.beta_begin, self.beta_inside = beta[:, :, b_], beta[:, :, i_]
+        # the first inside step (at s + 1, from B-X), indexed by s; the later ones (from I-X) as prefix sums
+        self.first = _shift_left(trans[b_, i_] + em[:, :, i_])
+        self.cum, self.cum_inf = _prefix_sums(trans[i_, i_] + em[:, :, i_])  # [B, T + 1, X]
+        if not ents.biluo:
+            # leaving the entity after tag k at e: the next tag is anything but I-X, or e is the last position
+            nb = torch.cat([em[:, 1:] + beta[:, 1:], em.new_full((B, 1, K), NEG_INF)], 1)  # [B, T, K]
+            is_last = (last.unsqueeze(1) == torch.arange(T, device=em.device)).unsqueeze(2)  # [B, T, 1]
+            self.close_b = self._close(nb, trans, end, b_, i_, is_last)
+            self.close_i = self._close(nb, trans, end, i_, i_, is_last)
+        else:
+            l_, u_ = ents.last, ents.unit
+            self.unit = alpha[:, :, u_] + beta[:, :, u_]
+            em_beta_l = em[:, :, l_] + beta[:, :, l_]
+            self.close_b = _shift_left(trans[b_, l_] + em_beta_l)  # L-X right after B-X, indexed by s
+            self.close_i = trans[i_, l_] + em_beta_l  # L-X after I-X, at e
+
+    @staticmethod
+    def _close(nb: Tensor, trans: Tensor, end: Tensor, frm: Tensor, excl: Tensor, is_last: Tensor) -> Tensor:
+        K = trans.size(0)
+        rows = trans[frm].clone()  # [X, K]
+        rows[torch.arange(len(frm), device=trans.device), excl] = NEG_INF
+        inner = torch.logsumexp(nb.unsqueeze(2) + rows.view(1, 1, -1, K), dim=3)  # [B, T, X]
+        return torch.where(is_last, end[frm].view(1, 1, -1), inner)
+
+    def _middle(self, b: Tensor, lo: Tensor, hi: Tensor, x: Tensor) -> Tensor:
+        """Sum of the inside steps at positions lo..hi-1 (0 when hi <= lo; -inf through an impossible one)."""
+        hi = torch.maximum(hi, lo).clamp(max=self.T)
+        lo = lo.clamp(max=self.T)
+        total = self.cum[b, hi, x] - self.cum[b, lo, x]
+        return total.masked_fill(self.cum_inf[b, hi, x] - self.cum_inf[b, lo, x] > 0, NEG_INF)
+
+    def scores(self, b: Tensor, s: Tensor, e: Tensor, x: Tensor) -> Tensor:
+        """Log scores (before - log Z) of the spans (b, s, e, x), e inclusive,
+        s <= e <= last[b]; long tensors that broadcast together."""
+        length = e - s + 1
+        head = self.begin[b, s, x]
+        first = self.first[b, s, x]
+        if not self.biluo:  # B-X at s, I-X at s+1..e, then not I-X
+            long = head + first + self._middle(b, s + 2, e + 1, x) + self.close_i[b, e, x]
+            return torch.where(length == 1, head + self.close_b[b, s, x], long)
+        # BILUO: U-X; or B-X at s, I-X at s+1..e-1, L-X at e
+        long = head + first + self._middle(b, s + 2, e, x) + self.close_i[b, e, x]
+        longer = torch.where(length == 2, head + self.close_b[b, s, x], long)
+        return torch.where(length == 1, self.unit[b, s, x], longer)
+
+    def prefix_scores(self, b: Tensor, s: Tensor, length: int, x: Tensor) -> Tensor:
+        """Log scores (before - log Z) of y_s = B-X followed by I-X at the
+        next ``length - 1`` positions: a bound on the probability of every
+        entity of more than ``length`` tokens starting at s, in both schemes."""
+        if length == 1:
+            return self.begin[b, s, x] + self.beta_begin[b, s, x]
+        e = s + length - 1
+        return self.begin[b, s, x] + self.first[b, s, x] + self._middle(b, s + 2, e + 1, x) + self.beta_inside[b, e, x]
+
+
+def _shift_left(x: Tensor) -> Tensor:
+    """x [B, T, X] moved one position left (x'[t] = x[t + 1]), -inf at the end."""
+    return torch.cat([x[:, 1:], x.new_full((x.size(0), 1, x.size(2)), NEG_INF)], 1)
+
+
+def _prefix_sums(x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Prefix sums along time [B, T + 1, X] of the finite values of x and of
+    the count of -inf values (0 at index 0)."""
+    inf = torch.isinf(x)
+    zero = x.new_zeros(x.size(0), 1, x.size(2))
+    fin = torch.cat([zero, torch.where(inf, 0.0, x).cumsum(1)], 1)
+    cnt = torch.cat([zero, inf.to(x.dtype).cumsum(1)], 1)
+    return fin, cnt
+
+
 class LinearChainCRF(nn.Module):
     """Linear-chain CRF over ``num_tags`` tags.
 
@@ -615,9 +765,26 @@ class LinearChainCRF(nn.Module):
 
     @classmethod
     def from_tags(cls, tags: Sequence[str], scheme: str = "BIO", **kwargs) -> "LinearChainCRF":
-        """A CRF constrained to the valid sequences of ``scheme`` over ``tags``."""
+        """A CRF constrained to the valid sequences of ``scheme`` over ``tags``;
+        it knows its entity labels (`labels`), so the entity methods need no tag indices."""
         allowed, start, end = transition_constraints(tags, scheme)
-        return cls(len(tags), allowed, start, end, **kwargs)
+        crf = cls(len(tags), allowed, start, end, **kwargs)
+        crf.set_entity_tags(entity_tags(tags, scheme))
+        crf.labels = entity_labels(tags)
+        return crf
+
+    def set_entity_tags(self, ents: EntityTags) -> None:
+        """The tag indices of each entity label (non-persistent buffers: they follow the device)."""
+        for name in EntityTags._fields:
+            value = getattr(ents, name)
+            self.register_buffer(f"_ent_{name}", None if value is None else value.clone(), persistent=False)
+
+    def _entity_tags(self, ents: Optional[EntityTags]) -> EntityTags:
+        if ents is not None:
+            return ents
+        if getattr(self, "_ent_begin", None) is None:
+            raise ValueError("this CRF has no entity tags: build it with from_tags or pass entity_tags")
+        return EntityTags(*(getattr(self, f"_ent_{n}") for n in EntityTags._fields))
 
     def extra_repr(self) -> str:
         return f"num_tags={self.num_tags}, constrained={not bool(self.allowed.all() and self.allowed_start.all() and self.allowed_end.all())}"
@@ -805,6 +972,108 @@ class LinearChainCRF(nn.Module):
         empty_scores[:, 0] = 0.0
         best = torch.where((lengths == 0).unsqueeze(1), empty_scores, best)
         return best, paths
+
+    # -- entities --------------------------------------------------------------------------
+
+    def span_terms(self, emissions: Tensor, mask: Optional[Tensor] = None, temperature: float = 1.0,
+                   ents: Optional[EntityTags] = None) -> "_SpanTerms":
+        """The forward-backward quantities the entity methods share (float64,
+        on the emissions' device). ``temperature`` divides the emissions and
+        the transition, start and end scores (constraints stay -inf)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        em, mask = self._prepare(emissions, mask)
+        em = em.to(torch.float64) / temperature
+        trans, start, end = (p / temperature for p in self._params(torch.float64))
+        return _SpanTerms(em, trans, start, end, torch.add(_lengths(mask), -1), self._entity_tags(ents))
+
+    @torch.no_grad()
+    def entity_probabilities(self, emissions: Tensor, spans: Tensor, mask: Optional[Tensor] = None,
+                             temperature: float = 1.0, terms: Optional["_SpanTerms"] = None,
+                             ents: Optional[EntityTags] = None) -> Tensor:
+        """Exact posterior probability [N] (float64) that each entity ``spans``
+        [N, 4] = (sequence, start, end exclusive, label index) is in the tag
+        path, under the constrained CRF. Spans out of range raise."""
+        terms = terms or self.span_terms(emissions, mask, temperature, ents)
+        if spans.numel() == 0:
+            return terms.log_z.new_zeros(0)
+        b, s, e, x = spans.long().unbind(1)
+        e = e - 1
+        bad = (s < 0) | (e < s) | (e > terms.last[b]) | (x < 0) | (x >= terms.begin.size(2))
+        if bool(bad.any()):
+            raise ValueError(f"spans out of range: {spans[bad][:5].tolist()}")
+        return (terms.scores(b, s, e, x) - terms.log_z[b]).exp()
+
+    @torch.no_grad()
+    def entity_candidates(self, emissions: Tensor, mask: Optional[Tensor] = None, threshold: float = 0.1,
+                          max_length: Optional[int] = None, temperature: float = 1.0,
+                          terms: Optional["_SpanTerms"] = None, ents: Optional[EntityTags] = None) -> Tuple[Tensor, Tensor]:
+        """Every entity whose posterior probability is at least ``threshold``:
+        (spans [N, 4] long = (sequence, start, end exclusive, label index),
+        probabilities [N] float64), sorted by sequence, start, end, label.
+
+        Lengths are enumerated from 1 up, 8 at a time, each length one batched
+        computation over all starts, labels and sequences; the enumeration
+        stops when no entity can be longer and still reach ``threshold`` (the
+        probability of an entity's first tags bounds every longer one), so no
+        span at or above it is missed whatever its length. ``max_length`` caps
+        the lengths (None: no cap). threshold 0 lists every possible span."""
+        terms = terms or self.span_terms(emissions, mask, temperature, ents)
+        B, T, X = terms.begin.shape
+        dev = terms.begin.device
+        cap = T if max_length is None else min(T, max_length)
+        b = torch.arange(B, device=dev).view(B, 1, 1)
+        x = torch.arange(X, device=dev).view(1, 1, X)
+        last = terms.last.view(B, 1, 1)
+        log_z = terms.log_z.view(B, 1, 1)
+        probs: List[Tensor] = []
+        length = 0
+        while length < cap:
+            for length in range(length + 1, min(cap, length + 8) + 1):
+                s = torch.arange(T - length + 1, device=dev).view(1, -1, 1)
+                p = (terms.scores(b, s, s + (length - 1), x) - log_z).exp().masked_fill_(s + (length - 1) > last, 0.0)
+                probs.append(torch.nn.functional.pad(p, (0, 0, 0, length - 1)))  # [B, T, X]
+            if length < cap:
+                s = torch.arange(T - length, device=dev).view(1, -1, 1)  # starts with room for a longer entity
+                bound = (terms.prefix_scores(b, s, length, x) - log_z).exp().masked_fill_(s + length > last, 0.0)
+                if threshold > 0 and not bool((bound >= threshold).any()):  # one host sync per 8 lengths
+                    break
+        dense = torch.stack(probs, 0)  # [L, B, T, X]
+        keep = (dense >= threshold) & (dense > 0)
+        lb, bb, sb, xb = keep.nonzero(as_tuple=True)
+        order = torch.argsort(((bb * T + sb) * T + lb) * X + xb)
+        spans = torch.stack([bb, sb, sb + lb + 1, xb], 1)[order]
+        return spans, dense[lb, bb, sb, xb][order]
+
+    @torch.no_grad()
+    def path_entities(self, paths: Tensor, ents: Optional[EntityTags] = None) -> Tensor:
+        """The entities [N, 4] = (sequence, start, end exclusive, label index)
+        of valid tag paths [B, T] (-1 past each length), sorted; decoded on
+        the paths' device with no Python loop over sequences or positions."""
+        ents = self._entity_tags(ents)
+        B, T = paths.shape
+        K = self.num_tags
+        dev = paths.device
+        label_of = torch.full((K + 1,), -1, dtype=torch.long, device=dev)
+        label_of[ents.begin] = torch.arange(len(ents.begin), device=dev)
+        inside = torch.zeros(K + 1, dtype=torch.bool, device=dev)
+        inside[ents.inside] = True
+        p = paths.long().masked_fill(paths < 0, K)  # padding -> the extra entry
+        pos = torch.arange(T, device=dev).expand(B, T)
+        # the first position >= t that does not continue an entity (T if none)
+        stop = torch.where(inside[p], T, pos).flip(1).cummin(1).values.flip(1)
+        stop_next = torch.cat([stop[:, 1:], stop.new_full((B, 1), T)], 1)
+        starts = label_of[p] >= 0
+        if ents.biluo:
+            unit_label = torch.full((K + 1,), -1, dtype=torch.long, device=dev)
+            unit_label[ents.unit] = torch.arange(len(ents.unit), device=dev)
+            end = torch.where(starts, stop_next + 1, pos + 1)  # B-X ... I-X then L-X (the first non-I)
+            label = torch.where(starts, label_of[p], unit_label[p])
+            starts = starts | (unit_label[p] >= 0)
+        else:
+            end, label = stop_next, label_of[p]
+        bb, ss = starts.nonzero(as_tuple=True)
+        return torch.stack([bb, ss, end[bb, ss], label[bb, ss]], 1)
 
     def forward(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """The NLL [B] (so ``crf(emissions, tags, mask).sum()`` is a loss)."""

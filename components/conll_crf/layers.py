@@ -7,22 +7,28 @@ component initializes, so it is built lazily; its serialized form is a
 safetensors blob whose metadata holds those sizes, so deserializing rebuilds it
 before the weights load, and loading never unpickles anything.
 
-`bilstm_crf_head` wraps it with thinc's PyTorchWrapper_v3. Input:
-(token vectors: List[Floats2d], targets or None, outside or None). targets:
-per doc a float32 0/1 array [n_tokens, K], the tags each token's annotation
-admits (made bool on the torch side); with them the output is the NLL per doc.
-Without, the output is the Viterbi tag indices per doc, and outside (per doc a
-float32 0/1 array [n_tokens], 1 where a token can only be O: whitespace) forces
-O there.
+`bilstm_crf_head` wraps it with thinc's PyTorchWrapper_v3 (with `HeadShim`,
+which makes parameter averaging and a learning-rate scale reach the torch
+weights). Input: (token vectors: List[Floats2d], targets or None, constraints
+or None, confidence or None). targets: per doc a float32 0/1 array
+[n_tokens, K], the tags each token's annotation admits; with them the output
+is the NLL per doc. constraints: per doc a float32 0/1 array [n_tokens, K],
+the tags a token may take at all (whitespace, sentence boundaries, preset
+entities; see constraints.py), applied as -inf emissions in training and
+prediction. Without targets the output is the Viterbi tag indices per doc;
+with confidence = (candidate_threshold, temperature) it is a `Prediction`
+that also holds each predicted entity's exact probability and every candidate
+entity at or above the threshold.
 """
+import contextlib
 import json
 import struct
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, PyTorchShim, PyTorchWrapper_v3, torch2xp, xp2torch
 from thinc.types import Floats1d, Floats2d
 from thinc.util import get_torch_default_device
 from torch import Tensor, nn
@@ -81,39 +87,52 @@ class BiLSTMCRFModule(nn.Module):
             h = self.dropout(h)
         return self.output(h)
 
-    def forward(self, x: Tensor, lengths: Tensor, allowed: Optional[Tensor] = None, outside_only: Optional[Tensor] = None):
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor,
+        allowed: Optional[Tensor] = None,
+        constraints: Optional[Tensor] = None,
+        confidence: Optional[Tuple[float, float]] = None,
+    ):
         """Training (``allowed`` [B, T, K] bool given): NLL [B], summing over the
         tag paths the annotation admits. Prediction: Viterbi tag indices [B, T]
-        (-1 past each length); ``outside_only`` [B, T] bool forces O there."""
+        (-1 past each length), or with ``confidence`` = (candidate_threshold,
+        temperature) a tuple (paths, entities [N, 4], their probabilities [N],
+        candidates [M, 4], their probabilities [M]); entities are (sequence,
+        start, end exclusive, label index). ``constraints`` [B, T, K] bool: the
+        tags each token may take (-inf emissions elsewhere), in both modes."""
         if not self.built:
             raise ValueError("BiLSTMCRFModule used before it was built (initialize the pipeline first)")
         mask = torch.arange(x.size(1), device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
         em = self.emissions(x, lengths)
         if self.cfg["decoder"] == "softmax":
-            return self._softmax(em, mask, allowed, outside_only)
+            return self._softmax(em, mask, allowed, constraints)
+        if constraints is not None:
+            em = em.masked_fill(~constraints, NEG_INF)
         if allowed is not None:
             single = allowed.sum(2) == 1
             if bool((single | ~mask).all()):
                 return self.crf.nll(em, allowed.to(torch.long).argmax(2), mask)
             return self.crf.partial_nll(em, allowed, mask)
-        if outside_only is not None:
-            em = self._force_outside(em, outside_only)
-        return self.crf.viterbi(em, mask)[1]
+        paths = self.crf.viterbi(em, mask)[1]
+        if confidence is None:
+            return paths
+        threshold, temperature = confidence
+        em = em.detach()
+        terms = self.crf.span_terms(em, mask, temperature)
+        ents = self.crf.path_entities(paths)
+        probs = self.crf.entity_probabilities(em, ents, mask, terms=terms)
+        cands, cand_probs = self.crf.entity_candidates(em, mask, threshold=threshold, terms=terms)
+        return paths, ents, probs, cands, cand_probs
 
-    def _force_outside(self, scores: Tensor, outside_only: Tensor) -> Tensor:
-        """scores [B, T, K] with every tag but O impossible (NEG_INF) where
-        ``outside_only`` [B, T] is set."""
-        not_o = torch.ones(scores.size(2), dtype=torch.bool, device=scores.device)
-        not_o[self.cfg["tags"].index("O")] = False
-        return scores.masked_fill(outside_only.unsqueeze(2) & not_o, NEG_INF)
-
-    def _softmax(self, em: Tensor, mask: Tensor, allowed: Optional[Tensor], outside_only: Optional[Tensor]):
+    def _softmax(self, em: Tensor, mask: Tensor, allowed: Optional[Tensor], constraints: Optional[Tensor]):
         log_p = torch.log_softmax(em.float(), dim=2)
         if allowed is not None:  # -log P(annotation) per token, summed per doc
             nll = -torch.logsumexp(log_p.masked_fill(~allowed, NEG_INF), dim=2)
             return torch.where(mask, nll, torch.zeros_like(nll)).sum(1)
-        if outside_only is not None:
-            log_p = self._force_outside(log_p, outside_only)
+        if constraints is not None:
+            log_p = log_p.masked_fill(~constraints, NEG_INF)
         return log_p.argmax(2).masked_fill(~mask, -1)
 
 
@@ -145,7 +164,7 @@ def deserialize_module(module: BiLSTMCRFModule, data: bytes, device) -> BiLSTMCR
 
 
 def _convert_inputs(model: Model, inputs, is_train: bool):
-    Xs, targets, outside = inputs
+    Xs, targets, constraints, confidence = inputs
     ops = model.ops
     lengths = [len(x) for x in Xs]
     x = xp2torch(_pad(ops, Xs), requires_grad=is_train)  # [B, T, D]
@@ -153,8 +172,10 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
     kwargs = {}
     if targets is not None:
         kwargs["allowed"] = xp2torch(_pad(ops, targets)).bool()
-    if outside is not None:
-        kwargs["outside_only"] = xp2torch(_pad(ops, [o.reshape(-1, 1) for o in outside])).squeeze(2).bool()
+    if constraints is not None:
+        kwargs["constraints"] = xp2torch(_pad(ops, constraints)).bool()
+    if confidence is not None and targets is None:
+        kwargs["confidence"] = confidence
 
     def backprop(d_inputs: ArgsKwargs) -> List[Floats2d]:
         return ops.unpad(torch2xp(d_inputs.args[0]), lengths)
@@ -173,9 +194,24 @@ def _pad(ops, seqs):
     return out
 
 
+class Prediction(NamedTuple):
+    """What the head predicts with confidence on: tag indices per doc, and
+    entities as rows (doc, start, end exclusive, label index) with their
+    exact probabilities: the Viterbi path's entities and every candidate."""
+
+    tag_ids: List[Any]
+    entities: Any  # int array [N, 4]
+    entity_probs: Any  # float array [N]
+    candidates: Any  # int array [M, 4]
+    candidate_probs: Any  # float array [M]
+
+
 def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
-    (Xs, targets, _), Y = inputs_outputs
+    (Xs, targets, _, _), Y = inputs_outputs
     if targets is None:
+        if isinstance(Y, tuple):
+            paths, *rest = (torch2xp(y) for y in Y)
+            return Prediction([paths[i, : len(x)] for i, x in enumerate(Xs)], *rest), lambda dY: None
         paths = torch2xp(Y)
         return [paths[i, : len(x)] for i, x in enumerate(Xs)], lambda dY: None
 
@@ -186,7 +222,53 @@ def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
     return torch2xp(Y.detach()), backprop
 
 
-def bilstm_crf_head(hidden_width: int, depth: int, dropout: float, mixed_precision: bool = False, decoder: str = "crf") -> Model:
+class HeadShim(PyTorchShim):
+    """thinc's PyTorchShim, with two fixes for the head:
+
+    * parameter averaging reaches the torch weights: the optimizer keeps the
+      averages under (shim id, parameter name) keys, the keys `finish_update`
+      uses, but PyTorchShim.use_params looks for "pytorch_{id}_{name}" keys,
+      so `nlp.use_params(optimizer.averages)` (spaCy's dev scoring and
+      model-best) would pair averaged tok2vec weights with raw head weights;
+    * ``lr_scale``: the head learns at this multiple of the optimizer's rate
+      (thinc's Optimizer takes an lr_scale per call).
+    """
+
+    def __init__(self, *args, lr_scale: float = 1.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lr_scale = float(lr_scale)
+
+    def finish_update(self, optimizer) -> None:
+        for name, param in self._model.named_parameters():
+            if param.grad is None:
+                continue
+            if not self._grad_scaler.found_inf:  # skip the update when a gradient overflowed
+                data, _ = optimizer((self.id, name), torch2xp(param.data), torch2xp(param.grad), lr_scale=self.lr_scale)
+                param.data = xp2torch(data, requires_grad=True, device=param.device)
+            param.grad.zero_()
+        self._grad_scaler.update()
+
+    @contextlib.contextmanager
+    def use_params(self, params):
+        averaged = {name: params[(self.id, name)] for name, _ in self._model.named_parameters() if (self.id, name) in params}
+        if not averaged:
+            with super().use_params(params):
+                yield
+            return
+        backup = {k: v.clone() for k, v in self._model.state_dict().items()}
+        state = dict(backup)
+        for name, value in averaged.items():
+            state[name] = xp2torch(value, device=backup[name].device).to(backup[name].dtype)
+        self._model.load_state_dict(state)
+        try:
+            yield
+        finally:
+            self._model.load_state_dict(backup)
+
+
+def bilstm_crf_head(
+    hidden_width: int, depth: int, dropout: float, mixed_precision: bool = False, decoder: str = "crf", lr_scale: float = 1.0
+) -> Model:
     """The thinc layer around BiLSTMCRFModule; `build_head` sizes it."""
     module = BiLSTMCRFModule(hidden_width, depth, dropout, decoder)
     wrapper = PyTorchWrapper_v3(
@@ -197,16 +279,30 @@ def bilstm_crf_head(hidden_width: int, depth: int, dropout: float, mixed_precisi
         serialize_model=serialize_module,
         deserialize_model=deserialize_module,
     )
+    plain = wrapper.shims[0]
+    wrapper.shims[0] = HeadShim(
+        module,
+        mixed_precision=mixed_precision,
+        grad_scaler=plain._grad_scaler,
+        serialize_model=serialize_module,
+        deserialize_model=deserialize_module,
+        lr_scale=lr_scale,
+    )
     return Model("bilstm_crf_head", _head_forward, layers=[wrapper], dims={"nI": None, "nO": None})
 
 
 def _head_forward(model: Model, inputs, is_train: bool):
-    Xs, targets, outside = inputs
+    Xs, targets, constraints, confidence = inputs
     if not Xs:
         return ([] if targets is None else model.ops.alloc1f(0)), lambda d: []
     if max(len(x) for x in Xs) == 0:  # only empty docs: nothing for torch to do
         if targets is None:
-            return [model.ops.alloc1i(0) for _ in Xs], lambda d: []
+            ids = [model.ops.alloc1i(0) for _ in Xs]
+            if confidence is not None:
+                none = model.ops.xp.zeros((0, 4), dtype="int64")
+                empty = model.ops.xp.zeros((0,), dtype="float64")
+                return Prediction(ids, none, empty, none, empty), lambda d: []
+            return ids, lambda d: []
         return model.ops.alloc1f(len(Xs)), lambda d: [model.ops.alloc2f(0, x.shape[1]) for x in Xs]
     return model.layers[0](inputs, is_train)
 
