@@ -1,0 +1,149 @@
+"""Exact entity marginals of the CRF against brute-force enumeration of every path."""
+import itertools
+
+import pytest
+import torch
+
+from conll_crf.crf import LinearChainCRF
+from conll_crf.tags import build_tags, iob_spans, strict_spans
+
+LABELS = ["LOC", "PER"]  # the order of build_tags (sorted), so label index = position here
+
+
+def make_crf(scheme, seed=0):
+    torch.manual_seed(seed)
+    crf = LinearChainCRF.from_tags(build_tags(LABELS, scheme), scheme).double()
+    with torch.no_grad():
+        for p in (crf.transitions, crf.start_transitions, crf.end_transitions):
+            p.normal_()
+    return crf
+
+
+def ragged_batch(K, lengths, seed=0, impossible=()):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    em = torch.randn(len(lengths), T, K, generator=g, dtype=torch.float64) * 2
+    for b, t, k in impossible:
+        em[b, t, k] = float("-inf")
+    mask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    return em, mask
+
+
+def brute_force(crf, scheme, em, mask, temperature=1.0):
+    """{(b, start, end, label index): P(entity)} and the expected entity count per
+    sequence, by scoring every tag path (all of them in one batched call)."""
+    tags = build_tags(LABELS, scheme)
+    K, T = len(tags), em.size(1)
+    marginals, expected = {}, []
+    for b in range(em.size(0)):
+        L = int(mask[b].sum())
+        paths = list(itertools.product(range(K), repeat=L))
+        padded = torch.zeros(len(paths), T, dtype=torch.long)
+        if L:
+            padded[:, :L] = torch.tensor(paths, dtype=torch.long)
+        with torch.no_grad():
+            scores = crf.score(em[b : b + 1].expand(len(paths), -1, -1), padded, mask[b : b + 1].expand(len(paths), -1), check=False)
+        probs = torch.softmax(scores / temperature, 0).tolist()
+        count = 0.0
+        for path, p in zip(paths, probs):
+            if p == 0.0:
+                continue
+            names = [tags[i] for i in path]
+            spans = strict_spans(names, "BILUO") if scheme == "BILUO" else iob_spans(names)[0]
+            for s, e, label in spans:
+                key = (b, s, e, LABELS.index(label))
+                marginals[key] = marginals.get(key, 0.0) + p
+                count += p
+        expected.append(count)
+    return marginals, expected
+
+
+CASES = [
+    ([5, 0, 1, 3], ()),
+    ([4, 4, 2], ((0, 1, 1), (0, 2, 3), (1, 0, 0), (2, 1, 0))),  # impossible tags, incl. O
+    ([1], ()),
+    ([6, 2], ((0, 3, 2), (0, 3, 4))),  # position 3 of seq 0 can only be O or B-*
+]
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
+@pytest.mark.parametrize("lengths,impossible", CASES)
+def test_candidates_match_brute_force(scheme, lengths, impossible):
+    crf = make_crf(scheme)
+    em, mask = ragged_batch(crf.num_tags, lengths, impossible=impossible)
+    want, expected = brute_force(crf, scheme, em, mask)
+    spans, probs = crf.entity_candidates(em, mask, threshold=0.0)
+    got = {tuple(r): p for r, p in zip(spans.tolist(), probs.tolist())}
+    assert not torch.isnan(probs).any()
+    for key in set(want) | set(got):
+        assert got.get(key, 0.0) == pytest.approx(want.get(key, 0.0), abs=1e-6), key
+    # a span the constraints forbid is never listed with a positive probability
+    assert all(p > 0 for p in got.values())
+    # identity: the sum of all entity marginals of a sequence is its expected number of entities
+    for b, count in enumerate(expected):
+        total = sum(p for key, p in got.items() if key[0] == b)
+        assert total == pytest.approx(count, abs=1e-6)
+    # sorted by sequence, start, end, label
+    assert spans.tolist() == sorted(spans.tolist())
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
+def test_given_spans_and_threshold(scheme):
+    crf = make_crf(scheme, seed=1)
+    tags = build_tags(LABELS, scheme)
+    starts_loc = [tags.index(t) for t in ("B-LOC", "U-LOC") if t in tags]
+    em, mask = ragged_batch(crf.num_tags, [6, 3, 0, 5], seed=3, impossible=[(3, 2, k) for k in starts_loc])
+    want, _ = brute_force(crf, scheme, em, mask)
+    keys = sorted(want)
+    p = crf.entity_probabilities(em, torch.tensor(keys), mask)
+    assert p.tolist() == pytest.approx([want[k] for k in keys], abs=1e-6)
+    # spans the constraints make impossible: exactly 0, not NaN
+    impossible = [(3, 2, e, 0) for e in (3, 4, 5)]  # a LOC entity cannot start at position 2 of sequence 3
+    for key in impossible:
+        assert want.get(key, 0.0) == 0.0
+        assert crf.entity_probabilities(em, torch.tensor([key]), mask).item() == 0.0
+    # the threshold keeps exactly the spans at or above it, whatever their length
+    spans, probs = crf.entity_candidates(em, mask, threshold=0.05)
+    assert sorted(map(tuple, spans.tolist())) == sorted(k for k, v in want.items() if v >= 0.05)
+    with pytest.raises(ValueError, match="out of range"):
+        crf.entity_probabilities(em, torch.tensor([[1, 2, 4, 0]]), mask)  # past the end of sequence 1
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
+def test_temperature(scheme):
+    crf = make_crf(scheme, seed=2)
+    em, mask = ragged_batch(crf.num_tags, [4, 2], seed=5)
+    want, _ = brute_force(crf, scheme, em, mask, temperature=2.5)
+    spans, probs = crf.entity_candidates(em, mask, threshold=0.0, temperature=2.5)
+    got = {tuple(r): p for r, p in zip(spans.tolist(), probs.tolist())}
+    assert set(got) == {k for k, v in want.items() if v > 0}
+    assert [got[k] for k in sorted(got)] == pytest.approx([want[k] for k in sorted(got)], abs=1e-6)
+    with pytest.raises(ValueError):
+        crf.entity_candidates(em, mask, temperature=0.0)
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
+def test_path_entities_decode_viterbi(scheme):
+    tags = build_tags(LABELS, scheme)
+    crf = make_crf(scheme, seed=4)
+    em, mask = ragged_batch(crf.num_tags, [9, 0, 1, 7, 3], seed=7)
+    paths = crf.viterbi(em, mask)[1]
+    got = crf.path_entities(paths).tolist()
+    want = []
+    for b, row in enumerate(paths.tolist()):
+        names = [tags[i] for i in row if i >= 0]
+        spans = strict_spans(names, "BILUO") if scheme == "BILUO" else iob_spans(names)[0]
+        want += [[b, s, e, LABELS.index(label)] for s, e, label in spans]
+    assert got == want
+
+
+def test_long_sequence_is_finite_and_normalised():
+    crf = make_crf("BIO", seed=5)
+    em, mask = ragged_batch(crf.num_tags, [20000, 3], seed=9)
+    em = em * 5
+    spans, probs = crf.entity_candidates(em.float(), mask, threshold=0.1)
+    assert torch.isfinite(probs).all() and (probs <= 1 + 1e-9).all() and len(spans) > 1000
+    paths = crf.viterbi(em, mask)[1]
+    ents = crf.path_entities(paths)
+    p = crf.entity_probabilities(em, ents, mask)
+    assert torch.isfinite(p).all() and (p > 0).all()
