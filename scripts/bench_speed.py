@@ -1,6 +1,11 @@
 """Inference speed of two pipelines on the same corpus, in one run.
 
     python scripts/bench_speed.py MODEL_A MODEL_B CORPUS [--rounds 3] [--batch-size 64] [--n-batches 20] [--json PATH]
+        [--set-a KEY=VALUE ...] [--set-b KEY=VALUE ...]
+
+--set-a/--set-b: config overrides of a loaded pipeline (spacy.load's config=),
+e.g. `--set-b components.crf_ner.confidence=false` measures the cost of the
+entity probabilities on the same model (A and B may be the same path).
 
 Uses the measuring code of `spacy benchmark speed` (spacy.cli.benchmark_speed:
 warm-up, then words/s per batch on the corpus texts, re-tokenized by each
@@ -28,8 +33,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--n-batches", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--set-a", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    models = {name: spacy.load(name) for name in (args.model_a, args.model_b)}
+    specs = [(args.model_a, args.set_a), (args.model_b, args.set_b)]
+    names = [path + "".join(f" [{kv}]" for kv in sets) for path, sets in specs]
+    if names[0] == names[1]:
+        names = [f"A: {names[0]}", f"B: {names[1]}"]
+    models = {name: spacy.load(path, config=_overrides(sets)) for name, (path, sets) in zip(names, specs)}
     wps = {name: [] for name in models}
     for name, nlp in models.items():
         docs = list(DocBin().from_disk(args.corpus).get_docs(nlp.vocab))
@@ -41,10 +52,10 @@ def main() -> None:
             wps[name].extend(sample.tolist())
             print(f"round {r + 1}: {name}: {numpy.mean(sample):,.0f} words/s")
     means = {name: float(numpy.mean(v)) for name, v in wps.items()}
-    ratio = means[args.model_a] / means[args.model_b]
+    ratio = means[names[0]] / means[names[1]]
     for name, mean in means.items():
         print(f"{name}: mean {mean:,.0f} words/s over {len(wps[name])} batches of {args.batch_size} docs")
-    print(f"ratio {args.model_a} / {args.model_b}: {ratio:.2f}")
+    print(f"ratio {names[0]} / {names[1]}: {ratio:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {
@@ -55,6 +66,25 @@ def main() -> None:
             "machine": f"{platform.machine()}, python {platform.python_version()}",
         }
         args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def _overrides(pairs):
+    """Nested config dict from KEY=VALUE pairs (dotted keys; JSON values, else strings)."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 if __name__ == "__main__":

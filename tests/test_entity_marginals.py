@@ -138,12 +138,54 @@ def test_path_entities_decode_viterbi(scheme):
 
 
 def test_long_sequence_is_finite_and_normalised():
+    """20,000 steps from float32 emissions: probabilities in [0, 1] to 1e-6 and
+    equal to the log-space recursions' to 1e-6 (float64 sums of magnitude 1e5)."""
+    import conll_crf.crf as crf_module
+
     crf = make_crf("BIO", seed=5)
     em, mask = ragged_batch(crf.num_tags, [20000, 3], seed=9)
-    em = em * 5
-    spans, probs = crf.entity_candidates(em.float(), mask, threshold=0.1)
-    assert torch.isfinite(probs).all() and (probs <= 1 + 1e-9).all() and len(spans) > 1000
+    em = (em * 5).float()
+    spans, probs = crf.entity_candidates(em, mask, threshold=0.1)
+    assert torch.isfinite(probs).all() and (probs <= 1 + 1e-6).all() and len(spans) > 1000
     paths = crf.viterbi(em, mask)[1]
     ents = crf.path_entities(paths)
     p = crf.entity_probabilities(em, ents, mask)
     assert torch.isfinite(p).all() and (p > 0).all()
+    fast = crf_module._log_forward_backward
+    try:
+        crf_module._log_forward_backward = crf_module._log_forward_backward_logspace
+        spans2, probs2 = crf.entity_candidates(em, mask, threshold=0.1)
+    finally:
+        crf_module._log_forward_backward = fast
+    assert torch.equal(spans, spans2) and (probs - probs2).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
+def test_extreme_scores_take_the_log_space_path(scheme):
+    """Scores spread beyond what the scaled recursions hold (1e3): the log-space
+    recursions take over, still exact."""
+    crf = make_crf(scheme, seed=6)
+    em, mask = ragged_batch(crf.num_tags, [4, 3], seed=11)
+    em = em * 400
+    want, _ = brute_force(crf, scheme, em, mask)
+    spans, probs = crf.entity_candidates(em, mask, threshold=0.0)
+    got = {tuple(r): p for r, p in zip(spans.tolist(), probs.tolist())}
+    for key in set(want) | set(got):
+        assert got.get(key, 0.0) == pytest.approx(want.get(key, 0.0), abs=1e-6), key
+
+
+def test_scaled_and_log_space_recursions_agree():
+    from conll_crf.crf import _log_forward_backward, _log_forward_backward_logspace
+
+    crf = make_crf("BIO", seed=7)
+    em, mask = ragged_batch(crf.num_tags, [300, 0, 1, 120], seed=13, impossible=((0, 5, 0), (3, 7, 2)))
+    em = em.masked_fill(~mask.unsqueeze(2), 0.0)
+    params = [p.detach() for p in crf._params(torch.float64)]
+    last = mask.sum(1) - 1
+    fast, slow = _log_forward_backward(em, *params, last), _log_forward_backward_logspace(em, *params, last)
+    valid = mask.unsqueeze(2).expand_as(fast[0])
+    for a, b in zip(fast[:2], slow[:2]):
+        assert torch.equal(torch.isfinite(a)[valid], torch.isfinite(b)[valid])
+        ok = torch.isfinite(b) & valid
+        assert (a[ok] - b[ok]).abs().max() < 1e-9
+    assert (fast[2] - slow[2]).abs().max() < 1e-9

@@ -232,23 +232,26 @@ def _scaled_forward(P: Tensor, E: Tensor, S: Tensor, every: int) -> Tuple[Tensor
     return alphas, c
 
 
-def _scaled_backward(P: Tensor, E: Tensor, F_last: Tensor, every: int) -> Tensor:
+def _scaled_backward(P: Tensor, E: Tensor, F_last: Tensor, every: int, norms: Optional[Tensor] = None) -> Tensor:
     """Backward variables [T, K, B], each position up to a constant factor per
     sequence. ``F_last`` [T, K, B] holds the scaled end weights at each
     sequence's last position and 0 elsewhere, so beta_t = E (P_{t+1} beta_{t+1})
-    + F_last[t] starts every sequence at its own end in one right-padded batch."""
+    + F_last[t] starts every sequence at its own end in one right-padded batch.
+    ``norms`` [T, 1, B] (optional, filled with ones by the caller) receives the
+    factor each renormalised step was divided by."""
     T, K, B = P.shape
     betas = torch.empty_like(P)
     b_list, p_list, f_list = betas.unbind(0), P.unbind(0), F_last.unbind(0)
     b_list[T - 1].copy_(f_list[T - 1])
     tmp = P.new_empty(K, B)
-    norm = P.new_empty(1, B)
+    scratch = P.new_empty(1, B)
     b = b_list[T - 1]
     for t in range(T - 2, -1, -1):
         nxt, b = b, b_list[t]
         torch.mul(p_list[t + 1], nxt, out=tmp)
         torch.addmm(f_list[t], E, tmp, out=b)
         if t % every == 0:
+            norm = scratch if norms is None else norms[t]
             torch.sum(b, 0, keepdim=True, out=norm).clamp_(min=TINY)
             b.div_(norm)
     return betas
@@ -614,6 +617,9 @@ def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, la
 # never see inf - inf: a span through one has probability exactly 0.
 
 
+CANDIDATE_CHECK_EVERY = 4
+
+
 class EntityTags(NamedTuple):
     """Tag indices per entity label X [X] (long): B-X and I-X, and for BILUO
     also L-X and U-X (None for BIO)."""
@@ -632,7 +638,51 @@ def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor,
     """Log forward and backward variables [B, T, K] and log Z [B] of
     right-padded float64 emissions (padding 0) with each sequence's last index
     ``last`` [B] (-1: empty). beta at a sequence's last position is the end
-    score; past it both hold values nobody reads."""
+    score; past it both hold values nobody reads.
+
+    Runs in scaled probability space (one matrix product per step, like the
+    training objective) and takes logs at the end; when the scores spread too
+    far for that to be exact (one host sync decides), in log space."""
+    B, T, K = em.shape
+    X = _extended(trans, start, end)
+    Xf = X.view(-1)[:-1]
+    emT = em.permute(1, 2, 0)  # [T, K, B]
+    pad = (torch.arange(T, device=em.device).view(T, 1, 1) > last.view(1, 1, B))  # [T, 1, B]
+    finite = torch.isfinite(Xf)
+    hi = torch.where(finite, Xf, NEG_INF).max()
+    lo = torch.where(finite, Xf, float("inf")).min()
+    em_range, p_range = torch.stack([_finite_range(emT, dim=1).max(), hi - lo]).tolist()  # the one host sync
+    every = _scaled_plan(em_range, p_range if math.isfinite(p_range) else 0.0, K)
+    if not every:
+        return _log_forward_backward_logspace(em, trans, start, end, last)
+    shift = torch.where(torch.isfinite(hi), hi, 0.0)
+    m = torch.where(torch.isfinite(emT), emT, NEG_INF).amax(1, keepdim=True).clamp(min=-1e300)  # [T, 1, B]
+    m = torch.where(pad, 0.0, torch.where(torch.isfinite(m), m, 0.0))
+    P = (emT - m).exp().masked_fill_(pad, 0.0)
+    Xs = torch.exp(X - shift)
+    E, S, F = Xs[:K, :K], Xs[K, :K], Xs[:K, K]
+    alphas, c = _scaled_forward(P, E, S, every)
+    lc = last.clamp(min=0)
+    F_last = P.new_zeros(T, K, B).scatter_(0, lc.view(1, 1, B).expand(1, K, B), F.view(1, K, 1).expand(1, K, B))
+    norms = P.new_ones(T, 1, B)
+    betas = _scaled_backward(P, E, F_last, every, norms)
+    # log of the factors taken out: forward up to t, backward from t on
+    step = (torch.log(c) + m + shift).masked_fill_(pad, 0.0)  # [T, 1, B]
+    log_alpha = torch.log(alphas) + step.cumsum(0)
+    after = (m + shift).masked_fill_(pad, 0.0)
+    after_rev = after.flip(0).cumsum(0).flip(0)  # sum_{u >= t}
+    log_norm = torch.log(norms).masked_fill_(pad, 0.0).flip(0).cumsum(0).flip(0)
+    log_beta = torch.log(betas) + (after_rev - after) + log_norm + shift
+    alpha = log_alpha.permute(2, 0, 1)
+    beta = log_beta.permute(2, 0, 1)
+    final = alpha.gather(1, lc.view(B, 1, 1).expand(B, 1, K)).squeeze(1) + end
+    log_z = torch.where(last >= 0, torch.logsumexp(final, dim=1), 0.0)
+    return alpha, beta, log_z
+
+
+def _log_forward_backward_logspace(em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """`_log_forward_backward` in log space (logsumexp per step), for score
+    ranges the scaled recursions cannot hold exactly."""
     B, T, K = em.shape
     alpha = torch.empty_like(em)
     beta = torch.empty_like(em)
@@ -680,10 +730,15 @@ class _SpanTerms:
 
     @staticmethod
     def _close(nb: Tensor, trans: Tensor, end: Tensor, frm: Tensor, excl: Tensor, is_last: Tensor) -> Tensor:
-        K = trans.size(0)
+        """log sum_{y != excl[x]} exp(trans[frm[x], y] + nb[b, t, y]) [B, T, X], or the end
+        score at a sequence's last position: one matrix product with both sides
+        shifted by their maxima (relative precision 1e-16; -inf entries are 0)."""
         rows = trans[frm].clone()  # [X, K]
         rows[torch.arange(len(frm), device=trans.device), excl] = NEG_INF
-        inner = torch.logsumexp(nb.unsqueeze(2) + rows.view(1, 1, -1, K), dim=3)  # [B, T, X]
+        r_max = torch.where(torch.isfinite(rows), rows, NEG_INF).amax().clamp(min=-1e300)
+        n_max = nb.amax(2, keepdim=True)
+        n_max = torch.where(torch.isfinite(n_max), n_max, 0.0)
+        inner = torch.log(torch.matmul((nb - n_max).exp(), (rows - r_max).exp().t())) + n_max + r_max
         return torch.where(is_last, end[frm].view(1, 1, -1), inner)
 
     def _middle(self, b: Tensor, lo: Tensor, hi: Tensor, x: Tensor) -> Tensor:
@@ -707,14 +762,44 @@ class _SpanTerms:
         longer = torch.where(length == 2, head + self.close_b[b, s, x], long)
         return torch.where(length == 1, self.unit[b, s, x], longer)
 
-    def prefix_scores(self, b: Tensor, s: Tensor, length: int, x: Tensor) -> Tensor:
-        """Log scores (before - log Z) of y_s = B-X followed by I-X at the
-        next ``length - 1`` positions: a bound on the probability of every
-        entity of more than ``length`` tokens starting at s, in both schemes."""
+    # dense versions for every start at once (slices, no gathers): [B, T - length + 1, X]
+
+    def _middle_dense(self, lo: int, hi: int, n: int) -> Tensor:
+        """Sum of the inside steps at positions s+lo .. s+hi-1 for s < n."""
+        fin, cnt = self.cum_ext
+        total = fin[:, hi : hi + n] - fin[:, lo : lo + n]
+        return total.masked_fill(cnt[:, hi : hi + n] - cnt[:, lo : lo + n] > 0, NEG_INF)
+
+    def dense_scores(self, length: int) -> Tensor:
+        """Log scores (before - log Z) of the entities of ``length`` tokens at every start."""
+        n = self.T - length + 1
+        head = self.begin[:, :n]
+        if not self.biluo:
+            if length == 1:
+                return head + self.close_b[:, :n]
+            return head + self.first[:, :n] + self._middle_dense(2, length, n) + self.close_i[:, length - 1 : length - 1 + n]
         if length == 1:
-            return self.begin[b, s, x] + self.beta_begin[b, s, x]
-        e = s + length - 1
-        return self.begin[b, s, x] + self.first[b, s, x] + self._middle(b, s + 2, e + 1, x) + self.beta_inside[b, e, x]
+            return self.unit[:, :n]
+        if length == 2:
+            return head + self.close_b[:, :n]
+        return head + self.first[:, :n] + self._middle_dense(2, length - 1, n) + self.close_i[:, length - 1 : length - 1 + n]
+
+    def dense_prefix_scores(self, length: int) -> Tensor:
+        """Log scores (before - log Z) of B-X at s followed by I-X at the next
+        ``length - 1`` positions, for every start: a bound on the probability of
+        every entity of more than ``length`` tokens starting at s, in both schemes."""
+        n = self.T - length + 1
+        if length == 1:
+            return self.begin[:, :n] + self.beta_begin[:, :n]
+        inside = self.first[:, :n] + self._middle_dense(2, length, n)
+        return self.begin[:, :n] + inside + self.beta_inside[:, length - 1 : length - 1 + n]
+
+    @property
+    def cum_ext(self) -> Tuple[Tensor, Tensor]:
+        """The prefix sums extended by one repeated last entry [B, T + 2, X]."""
+        if not hasattr(self, "_cum_ext"):
+            self._cum_ext = tuple(torch.cat([c, c[:, -1:]], 1) for c in (self.cum, self.cum_inf))
+        return self._cum_ext
 
 
 def _shift_left(x: Tensor) -> Tensor:
@@ -983,8 +1068,8 @@ class LinearChainCRF(nn.Module):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         em, mask = self._prepare(emissions, mask)
-        em = em.to(torch.float64) / temperature
-        trans, start, end = (p / temperature for p in self._params(torch.float64))
+        em = em.detach().to(torch.float64) / temperature
+        trans, start, end = (p.detach() / temperature for p in self._params(torch.float64))
         return _SpanTerms(em, trans, start, end, torch.add(_lengths(mask), -1), self._entity_tags(ents))
 
     @torch.no_grad()
@@ -1012,31 +1097,29 @@ class LinearChainCRF(nn.Module):
         (spans [N, 4] long = (sequence, start, end exclusive, label index),
         probabilities [N] float64), sorted by sequence, start, end, label.
 
-        Lengths are enumerated from 1 up, 8 at a time, each length one batched
-        computation over all starts, labels and sequences; the enumeration
-        stops when no entity can be longer and still reach ``threshold`` (the
-        probability of an entity's first tags bounds every longer one), so no
-        span at or above it is missed whatever its length. ``max_length`` caps
+        Lengths are enumerated from 1 up, each length one batched computation
+        over all starts, labels and sequences (slices of prefix sums); the
+        enumeration stops when no entity can be longer and still reach
+        ``threshold`` (the probability of an entity's first tags bounds every
+        longer one; checked at lengths 1, 4, 5, 8, 9, ...), so no span at or
+        above it is missed whatever its length. ``max_length`` caps
         the lengths (None: no cap). threshold 0 lists every possible span."""
         terms = terms or self.span_terms(emissions, mask, temperature, ents)
         B, T, X = terms.begin.shape
         dev = terms.begin.device
         cap = T if max_length is None else min(T, max_length)
-        b = torch.arange(B, device=dev).view(B, 1, 1)
-        x = torch.arange(X, device=dev).view(1, 1, X)
         last = terms.last.view(B, 1, 1)
         log_z = terms.log_z.view(B, 1, 1)
         probs: List[Tensor] = []
-        length = 0
-        while length < cap:
-            for length in range(length + 1, min(cap, length + 8) + 1):
-                s = torch.arange(T - length + 1, device=dev).view(1, -1, 1)
-                p = (terms.scores(b, s, s + (length - 1), x) - log_z).exp().masked_fill_(s + (length - 1) > last, 0.0)
-                probs.append(torch.nn.functional.pad(p, (0, 0, 0, length - 1)))  # [B, T, X]
-            if length < cap:
-                s = torch.arange(T - length, device=dev).view(1, -1, 1)  # starts with room for a longer entity
-                bound = (terms.prefix_scores(b, s, length, x) - log_z).exp().masked_fill_(s + length > last, 0.0)
-                if threshold > 0 and not bool((bound >= threshold).any()):  # one host sync per 8 lengths
+        for length in range(1, cap + 1):
+            n = T - length + 1
+            ends = torch.arange(n, device=dev).view(1, n, 1) + (length - 1)
+            p = (terms.dense_scores(length) - log_z).exp_().masked_fill_(ends > last, 0.0)
+            probs.append(torch.nn.functional.pad(p, (0, 0, 0, length - 1)))  # [B, T, X]
+            if threshold > 0 and length < cap and length % CANDIDATE_CHECK_EVERY in (0, 1):
+                # stop when no longer entity can reach the threshold: one host sync every few lengths
+                bound = (terms.dense_prefix_scores(length) - log_z).exp_().masked_fill_(ends + 1 > last, 0.0)
+                if not bool((bound >= threshold).any()):
                     break
         dense = torch.stack(probs, 0)  # [L, B, T, X]
         keep = (dense >= threshold) & (dense > 0)
