@@ -1,13 +1,16 @@
 """Evaluate a pipeline on CoNLL-2003 whole articles, in two modes.
 
-    python scripts/evaluate.py MODEL CORPUS_DIR OUT_DIR [--gpu-id -1] [--batch-size 32]
+    python scripts/evaluate.py MODEL CORPUS_DIR OUT_DIR [--gpu-id -1] [--batch-size 32] [--no-gold-sentences]
 
 Scores CORPUS_DIR/test.spacy, or dev.spacy where there is no test corpus.
 1. gold tokens (the CoNLL convention): the pipeline runs on Docs built from
-   the gold words of each whole article -> OUT_DIR/gold_tokens.json, plus
-   OUT_DIR/predictions.conll (`token gold predicted`, IOB2) and an independent
-   entity-level score of that export (seqeval, strict IOB2) that must agree
-   with spaCy's ents P/R/F.
+   the gold words and gold sentence starts of each whole article (the shared
+   task gave systems sentence-split input; --no-gold-sentences leaves the
+   sentence starts out) -> OUT_DIR/gold_tokens.json, plus
+   OUT_DIR/predictions.conll (`token gold predicted`, IOB2, a blank line at
+   each gold sentence break) and conlleval's score of that export (the shared
+   task's scorer, rule for rule: conll_crf.conlleval), which must agree with
+   spaCy's ents P/R/F to 0.01 points.
 2. raw text: each article's text re-tokenized by the pipeline's own tokenizer,
    as an app sees it -> OUT_DIR/raw_text.json. This is what `spacy evaluate`
    without --gold-preproc does for Docs with known whitespace; CoNLL has none
@@ -31,6 +34,7 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
+from conll_crf import conlleval
 from conll_crf.conll import gold_token_docs
 from conll_crf.tags import TagError, iob_spans, strict_spans
 
@@ -58,35 +62,13 @@ def write_conll(path: Path, pairs) -> None:
             f.write("\n")
 
 
-def read_conll_export(path: Path):
-    """Read predictions.conll back: (gold, predicted) tag sequences per article."""
-    golds, preds, g, p = [], [], [], []
-    for line in path.read_text(encoding="utf8").split("\n"):
-        if line.startswith("-DOCSTART-"):
-            if g:
-                golds.append(g)
-                preds.append(p)
-            g, p = [], []
-        elif line.strip():
-            _, gold, pred = line.split(" ")
-            g.append(gold)
-            p.append(pred)
-    if g:
-        golds.append(g)
-        preds.append(p)
-    return golds, preds
-
-
-def seqeval_scores(golds, preds) -> Dict[str, float]:
-    from seqeval.metrics import f1_score, precision_score, recall_score
-    from seqeval.scheme import IOB2
-
-    kw = {"mode": "strict", "scheme": IOB2}
-    return {
-        "ents_p": precision_score(golds, preds, **kw),
-        "ents_r": recall_score(golds, preds, **kw),
-        "ents_f": f1_score(golds, preds, **kw),
-    }
+def conlleval_scores(path: Path) -> Dict[str, float]:
+    """conlleval's P/R/F (fractions) of an export, and its chunk counts."""
+    with path.open(encoding="utf8") as f:
+        counts = conlleval.count(f, str(path))
+    prf = counts.prf()
+    return {"ents_p": prf["p"], "ents_r": prf["r"], "ents_f": prf["f"], "correct": counts.correct_chunks,
+            "gold": counts.gold_chunks, "guessed": counts.guessed_chunks}
 
 
 def is_valid(tags: List[str], scheme: str) -> bool:
@@ -123,6 +105,14 @@ def predict(nlp, docs: List[Doc], batch_size: int) -> Tuple[List[Doc], Dict[str,
     return out, invalid
 
 
+def _crossing(doc: Doc) -> int:
+    """Entities of ``doc`` that continue across one of its sentence starts."""
+    if not doc.has_annotation("SENT_START"):
+        return 0
+    starts = [t.i for t in doc if t.is_sent_start and t.i]
+    return sum(1 for e in doc.ents if any(e.start < i < e.end for i in starts))
+
+
 def fmt(score: Optional[float]) -> str:
     return "n/a" if score is None else f"{score:.4f}"
 
@@ -134,6 +124,7 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-gold-sentences", action="store_true", help="gold-token mode without the gold sentence starts")
     args = parser.parse_args()
     if args.gpu_id >= 0:
         spacy.require_gpu(args.gpu_id)
@@ -147,19 +138,19 @@ def main() -> None:
     machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
 
     # 1. gold tokens, whole articles
-    inputs = gold_token_docs(nlp.vocab, refs)
+    inputs = gold_token_docs(nlp.vocab, refs, sentences=not args.no_gold_sentences)
     start = time.perf_counter()
     preds, invalid = predict(nlp, inputs, args.batch_size)
     seconds = time.perf_counter() - start
     scores = get_ner_prf([Example(p, r) for p, r in zip(preds, refs)])  # what spacy.ner_scorer.v1 computes
     conll_path = args.out_dir / "predictions.conll"
     write_conll(conll_path, zip(refs, preds))
-    golds, pred_tags = read_conll_export(conll_path)
-    independent = seqeval_scores(golds, pred_tags)
+    independent = conlleval_scores(conll_path)
     agree = all(abs(independent[k] - (scores[k] or 0.0)) <= 1e-4 for k in ("ents_p", "ents_r", "ents_f"))
-    # (seqeval gives 0.0 where spaCy gives None: nothing to score)
+    # (conlleval gives 0.0 where spaCy gives None: nothing to score)
+    crossing = sum(_crossing(doc) for doc in preds)
     gold = {
-        "mode": "gold tokens, whole articles",
+        "mode": "gold tokens, whole articles" + ("" if args.no_gold_sentences else ", gold sentence starts"),
         "model": args.model,
         "corpus": str(corpus),
         "docs": len(refs),
@@ -169,16 +160,17 @@ def main() -> None:
         "ents_f": scores["ents_f"],
         "ents_per_type": scores["ents_per_type"],
         "words_per_second": n_words / seconds,
-        "seqeval_strict_iob2": independent,
-        "seqeval_agrees": agree,
+        "conlleval": independent,
+        "conlleval_agrees": agree,
         "invalid_tag_sequences": invalid,
+        "entities_across_sentence_starts": crossing,
         "machine": machine,
     }
     (args.out_dir / "gold_tokens.json").write_text(json.dumps(gold, indent=2) + "\n")
     print(f"gold tokens: P {fmt(gold['ents_p'])} R {fmt(gold['ents_r'])} F {fmt(gold['ents_f'])}, "
           f"{gold['words_per_second']:,.0f} words/s")
-    print(f"  seqeval (strict IOB2) on {conll_path}: F {fmt(independent['ents_f'])} ({'agrees' if agree else 'DISAGREES'})")
-    print(f"  invalid tag sequences: {gold['invalid_tag_sequences']}")
+    print(f"  conlleval on {conll_path}: F {fmt(independent['ents_f'])} ({'agrees' if agree else 'DISAGREES'})")
+    print(f"  invalid tag sequences: {gold['invalid_tag_sequences']}; entities across a sentence start: {crossing}")
 
     # 2. raw text, re-tokenized by the pipeline (see the module docstring)
     raw_path = args.out_dir / "raw_text.json"
@@ -201,7 +193,7 @@ def main() -> None:
     print(f"raw text:    P {fmt(raw_out['ents_p'])} R {fmt(raw_out['ents_r'])} F {fmt(raw_out['ents_f'])}, "
           f"{raw_out['words_per_second'] or 0:,.0f} words/s")
     if not agree:
-        sys.exit("spaCy's ents scores and seqeval disagree")
+        sys.exit("spaCy's ents scores and conlleval's disagree")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The CoNLL export of predictions and the independent (seqeval, strict IOB2)
-entity score agree with spaCy's ents P/R/F on a small sample with errors."""
+"""The CoNLL export of predictions, conlleval's rules (conll_crf.conlleval) on
+cases from conlleval's documented behaviour, and their agreement with spaCy's
+ents P/R/F; the evaluate script's other duties."""
 import importlib.util
 
 import pytest
@@ -7,6 +8,8 @@ import spacy
 from spacy.tokens import Doc
 from spacy.scorer import get_ner_prf
 from spacy.training import Example
+
+from conll_crf import conlleval
 
 from .conftest import ROOT
 
@@ -21,8 +24,7 @@ def make(nlp, words, ents, sent_starts=None):
     return doc
 
 
-def test_export_and_seqeval_agree_with_spacy(tmp_path):
-    pytest.importorskip("seqeval")
+def test_export_and_conlleval_agree_with_spacy(tmp_path):
     nlp = spacy.blank("en")
     words1 = "Peter Blackburn met EU officials in Brussels . Germany agreed .".split()
     words2 = "U.N. official Ekeus heads for Baghdad .".split()
@@ -41,12 +43,51 @@ def test_export_and_seqeval_agree_with_spacy(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[:4] == ["-DOCSTART- O O", "", "Peter B-PER B-PER", "Blackburn I-PER O"]
     assert "" in lines[9:11]  # the gold sentence boundary is kept
-    golds, preds = evaluate.read_conll_export(path)
-    independent = evaluate.seqeval_scores(golds, preds)
+    independent = evaluate.conlleval_scores(path)
     assert scores["ents_p"] == pytest.approx(4 / 8)
     assert scores["ents_r"] == pytest.approx(4 / 7)
+    # the predicted (7, 9) LOC crosses the gold sentence break: conlleval reads it as two
+    # chunks, "." (wrong) and "Germany" (right), where spaCy counts one wrong entity
+    assert (independent["correct"], independent["guessed"], independent["gold"]) == (5, 9, 7)
+    # without an entity across a sentence break the two agree exactly
+    pred[0] = make(nlp, words1, [(0, 1, "PER"), (3, 4, "ORG"), (6, 7, "ORG"), (8, 9, "LOC")])
+    scores = get_ner_prf([Example(p, g) for p, g in zip(pred, gold)])
+    evaluate.write_conll(path, zip(gold, pred))
+    independent = evaluate.conlleval_scores(path)
     for key in ("ents_p", "ents_r", "ents_f"):
         assert independent[key] == pytest.approx(scores[key], abs=1e-9)
+
+
+def conll(lines):
+    return conlleval.count([" ".join(line.split()) if line else "" for line in lines])
+
+
+def test_conlleval_rules():
+    # IOB2: B- starts, I- continues; two B- of one type touching are two chunks
+    c = conll(["a B-PER B-PER", "b I-PER I-PER", "c B-PER O", "d B-PER B-PER"])
+    assert (c.gold_chunks, c.guessed_chunks, c.correct_chunks) == (3, 2, 2)
+    # IOB1: I- after O starts a chunk; B- only separates touching chunks of one type
+    c = conll(["a I-LOC I-LOC", "b I-LOC I-LOC", "c B-LOC B-LOC", "d O O", "e I-LOC I-ORG"])
+    assert (c.gold_chunks, c.guessed_chunks, c.correct_chunks) == (3, 3, 2)
+    # a type change ends a chunk and starts another
+    c = conll(["a B-PER B-PER", "b I-PER I-LOC"])
+    assert (c.gold_chunks, c.guessed_chunks, c.correct_chunks) == (1, 2, 0)
+    # a chunk correct at its start but ending elsewhere is wrong
+    c = conll(["a B-PER B-PER", "b O I-PER", "c O O"])
+    assert (c.gold_chunks, c.guessed_chunks, c.correct_chunks) == (1, 1, 0)
+    # an empty line (or -X-) is a sentence break read as O O: a guessed entity that
+    # runs on across it is two chunks, the first of which can be correct
+    c = conll(["a B-PER B-PER", "", "b O I-PER", "-X- O O", "c B-LOC I-PER"])
+    assert (c.gold_chunks, c.guessed_chunks, c.correct_chunks) == (2, 3, 1)
+    assert c.tokens == 3  # breaks are not tokens
+    # -DOCSTART- lines are O O tokens; a chunk still open at the end counts
+    c = conll(["-DOCSTART- O O", "", "a B-MISC B-MISC", "b I-MISC I-MISC"])
+    assert (c.gold_chunks, c.guessed_chunks, c.correct_chunks, c.tokens) == (1, 1, 1, 3)
+    # types may contain hyphens (conlleval 2004-01-26 splits at the first one)
+    c = conll(["a B-GPE-X B-GPE-X", "b I-GPE-X I-GPE-X"])
+    assert c.per_type == {"GPE-X": (1, 1, 1)} and c.prf()["f"] == 1.0
+    with pytest.raises(ValueError, match="<input>:2: unexpected number of fields"):
+        conll(["a O O", "b c O O"])
 
 
 def test_is_valid_per_scheme():

@@ -60,7 +60,8 @@ def test_project_all_then_clean_venv_load(tmp_path):
     raw = json.loads((project / "metrics/cpu_crf/raw_text.json").read_text())
     for scores in (gold, raw):
         assert set(scores) >= {"ents_p", "ents_r", "ents_f", "ents_per_type", "words_per_second"}
-    assert gold["seqeval_agrees"] and gold["invalid_tag_sequences"] == {"crf_ner": 0}
+    assert gold["conlleval_agrees"] and gold["invalid_tag_sequences"] == {"crf_ner": 0}
+    assert gold["entities_across_sentence_starts"] == 0
     assert gold["ents_f"] > 0.5
     wheels = sorted(p.name for p in (project / "packages/dist").glob("*.whl"))
     assert [w.split("-")[0] for w in wheels] == ["en_conll_crf", "spacy_conll_crf"]

@@ -407,7 +407,12 @@ def read_source(
     return articles, spans, stats, docs
 
 
-def gold_token_docs(vocab: Vocab, refs: Sequence[Doc]) -> List[Doc]:
-    """Unannotated Docs with the gold Docs' words and spaces: the input of the
-    gold-token evaluation (the CoNLL convention), for scores and error pages."""
-    return [Doc(vocab, words=[t.text for t in r], spaces=[bool(t.whitespace_) for t in r]) for r in refs]
+def gold_token_docs(vocab: Vocab, refs: Sequence[Doc], sentences: bool = True) -> List[Doc]:
+    """Docs with the gold Docs' words and spaces and (``sentences``) their
+    sentence starts, nothing else: the input of the gold-token evaluation (the
+    CoNLL convention: systems get sentence-split input), for scores and error pages."""
+    out = []
+    for r in refs:
+        starts = [t.is_sent_start for t in r] if sentences and r.has_annotation("SENT_START") else None
+        out.append(Doc(vocab, words=[t.text for t in r], spaces=[bool(t.whitespace_) for t in r], sent_starts=starts))
+    return out

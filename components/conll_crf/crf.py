@@ -617,9 +617,6 @@ def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, la
 # never see inf - inf: a span through one has probability exactly 0.
 
 
-CANDIDATE_CHECK_EVERY = 4
-
-
 class EntityTags(NamedTuple):
     """Tag indices per entity label X [X] (long): B-X and I-X, and for BILUO
     also L-X and U-X (None for BIO)."""
@@ -661,11 +658,9 @@ def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor,
     P = (emT - m).exp().masked_fill_(pad, 0.0)
     Xs = torch.exp(X - shift)
     E, S, F = Xs[:K, :K], Xs[K, :K], Xs[:K, K]
-    alphas, c = _scaled_forward(P, E, S, every)
     lc = last.clamp(min=0)
     F_last = P.new_zeros(T, K, B).scatter_(0, lc.view(1, 1, B).expand(1, K, B), F.view(1, K, 1).expand(1, K, B))
-    norms = P.new_ones(T, 1, B)
-    betas = _scaled_backward(P, E, F_last, every, norms)
+    alphas, c, betas, norms = _scaled_forward_backward(P, E, S, F_last, every)
     # log of the factors taken out: forward up to t, backward from t on
     step = (torch.log(c) + m + shift).masked_fill_(pad, 0.0)  # [T, 1, B]
     log_alpha = torch.log(alphas) + step.cumsum(0)
@@ -678,6 +673,36 @@ def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor,
     final = alpha.gather(1, lc.view(B, 1, 1).expand(B, 1, K)).squeeze(1) + end
     log_z = torch.where(last >= 0, torch.logsumexp(final, dim=1), 0.0)
     return alpha, beta, log_z
+
+
+def _scaled_forward_backward(P: Tensor, E: Tensor, S: Tensor, F_last: Tensor, every: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`_scaled_forward` and `_scaled_backward` (with its norms) in one loop:
+    step i advances the forward pass to position i and the backward pass to
+    T-1-i as one batched product of the stacked [2, K, K] matrices (E^T, E)
+    and one elementwise product, half the operations of two loops.
+    Returns (alphas [T, K, B], c [T, 1, B], betas [T, K, B], norms [T, 1, B])."""
+    T, K, B = P.shape
+    M = torch.stack([E.t(), E])  # [2, K, K]
+    Ps = torch.stack([P, P.flip(0)], 1)  # [T, 2, K, B]: forward at i, backward at T-1-i
+    Fs = torch.stack([torch.zeros_like(F_last), F_last.flip(0)], 1)
+    H = torch.empty_like(Ps)  # h_i = M state_{i-1} + F: the backward's betas (before P)
+    St = torch.empty_like(Ps)  # state_i = h_i * P: the forward's alphas
+    N = P.new_ones(T, 2, 1, B)
+    H[0, 0] = S.unsqueeze(1)
+    H[0, 1] = Fs[0, 1]
+    torch.mul(H[0], Ps[0], out=St[0])
+    h_list, s_list, p_list, f_list, n_list = H.unbind(0), St.unbind(0), Ps.unbind(0), Fs.unbind(0), N.unbind(0)
+    for i in range(1, T):
+        h = h_list[i]
+        torch.baddbmm(f_list[i], M, s_list[i - 1], out=h)
+        if i % every == 0:
+            n = n_list[i]
+            torch.sum(h, 1, keepdim=True, out=n).clamp_(min=TINY)
+            h.div_(n)
+        torch.mul(h, p_list[i], out=s_list[i])
+    alphas, c = St[:, 0], N[:, 0]
+    betas, norms = H[:, 1].flip(0), N[:, 1].flip(0)
+    return alphas, c, betas, norms
 
 
 def _log_forward_backward_logspace(em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -761,6 +786,16 @@ class _SpanTerms:
         long = head + first + self._middle(b, s + 2, e, x) + self.close_i[b, e, x]
         longer = torch.where(length == 2, head + self.close_b[b, s, x], long)
         return torch.where(length == 1, self.unit[b, s, x], longer)
+
+    def prefix_scores(self, b: Tensor, s: Tensor, length: int, x: Tensor) -> Tensor:
+        """Log scores (before - log Z) of y_s = B-X followed by I-X at the
+        next ``length - 1`` positions (s + length - 1 <= last[b]): a bound on
+        the probability of every entity of more than ``length`` tokens
+        starting at s, in both schemes."""
+        if length == 1:
+            return self.begin[b, s, x] + self.beta_begin[b, s, x]
+        e = s + length - 1
+        return self.begin[b, s, x] + self.first[b, s, x] + self._middle(b, s + 2, e + 1, x) + self.beta_inside[b, e, x]
 
     # dense versions for every start at once (slices, no gathers): [B, T - length + 1, X]
 
@@ -1097,36 +1132,48 @@ class LinearChainCRF(nn.Module):
         (spans [N, 4] long = (sequence, start, end exclusive, label index),
         probabilities [N] float64), sorted by sequence, start, end, label.
 
-        Lengths are enumerated from 1 up, each length one batched computation
-        over all starts, labels and sequences (slices of prefix sums); the
-        enumeration stops when no entity can be longer and still reach
-        ``threshold`` (the probability of an entity's first tags bounds every
-        longer one; checked at lengths 1, 4, 5, 8, 9, ...), so no span at or
-        above it is missed whatever its length. ``max_length`` caps
+        Length 1 is one dense computation over all starts, labels and
+        sequences; longer entities are extended only from the (sequence,
+        start, label) whose first tags can still reach ``threshold`` (the
+        probability of an entity's first tags bounds every longer one), one
+        batched gather per length, until none can: so no span at or above the
+        threshold is missed whatever its length, and the work past length 1
+        is proportional to the live candidates. ``max_length`` caps
         the lengths (None: no cap). threshold 0 lists every possible span."""
         terms = terms or self.span_terms(emissions, mask, temperature, ents)
         B, T, X = terms.begin.shape
         dev = terms.begin.device
         cap = T if max_length is None else min(T, max_length)
-        last = terms.last.view(B, 1, 1)
-        log_z = terms.log_z.view(B, 1, 1)
-        probs: List[Tensor] = []
-        for length in range(1, cap + 1):
-            n = T - length + 1
-            ends = torch.arange(n, device=dev).view(1, n, 1) + (length - 1)
-            p = (terms.dense_scores(length) - log_z).exp_().masked_fill_(ends > last, 0.0)
-            probs.append(torch.nn.functional.pad(p, (0, 0, 0, length - 1)))  # [B, T, X]
-            if threshold > 0 and length < cap and length % CANDIDATE_CHECK_EVERY in (0, 1):
-                # stop when no longer entity can reach the threshold: one host sync every few lengths
-                bound = (terms.dense_prefix_scores(length) - log_z).exp_().masked_fill_(ends + 1 > last, 0.0)
-                if not bool((bound >= threshold).any()):
-                    break
-        dense = torch.stack(probs, 0)  # [L, B, T, X]
-        keep = (dense >= threshold) & (dense > 0)
-        lb, bb, sb, xb = keep.nonzero(as_tuple=True)
-        order = torch.argsort(((bb * T + sb) * T + lb) * X + xb)
-        spans = torch.stack([bb, sb, sb + lb + 1, xb], 1)[order]
-        return spans, dense[lb, bb, sb, xb][order]
+        if T == 0:
+            return torch.zeros(0, 4, dtype=torch.long, device=dev), terms.log_z.new_zeros(0)
+        last, log_z = terms.last, terms.log_z
+        # length 1: dense over every start, label and sequence
+        starts = torch.arange(T, device=dev).view(1, T, 1)
+        p1 = (terms.dense_scores(1) - log_z.view(B, 1, 1)).exp_().masked_fill_(starts > last.view(B, 1, 1), 0.0)
+        found = [torch.nonzero((p1 >= threshold) & (p1 > 0))]  # [n, 3] rows (b, s, x)
+        found_p = [p1[tuple(found[0].t())]]
+        found_len = [torch.ones(len(found[0]), dtype=torch.long, device=dev)]
+        # longer entities: only from the (b, s, x) whose first tags can still reach the threshold
+        bound = (terms.dense_prefix_scores(1) - log_z.view(B, 1, 1)).exp_()
+        alive = torch.nonzero((bound >= threshold) & (starts + 1 <= last.view(B, 1, 1)))  # one host sync per length
+        for length in range(2, cap + 1):
+            if len(alive) == 0:
+                break
+            b, s, x = alive.unbind(1)
+            e = s + (length - 1)
+            p = (terms.scores(b, s, e, x) - log_z[b]).exp()
+            keep = (p >= threshold) & (p > 0)
+            found.append(alive[keep])
+            found_p.append(p[keep])
+            found_len.append(torch.full((int(keep.sum()),), length, dtype=torch.long, device=dev))
+            if length < cap:
+                nxt = (terms.prefix_scores(b, s, length, x) - log_z[b]).exp()
+                alive = alive[(nxt >= threshold) & (e + 1 <= last[b])]
+        rows, probs, lengths = torch.cat(found), torch.cat(found_p), torch.cat(found_len)
+        bb, sb, xb = rows.unbind(1)
+        order = torch.argsort(((bb * T + sb) * (T + 1) + lengths) * X + xb)
+        spans = torch.stack([bb, sb, sb + lengths, xb], 1)[order]
+        return spans, probs[order]
 
     @torch.no_grad()
     def path_entities(self, paths: Tensor, ents: Optional[EntityTags] = None) -> Tensor:
