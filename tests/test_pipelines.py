@@ -241,3 +241,23 @@ def test_temperature_changes_probabilities_not_decoding(nlp):
         pipe.cfg["temperature"] = 1.0
     assert spans(hot) == spans(doc)
     assert [e._.crf_prob for e in hot.ents] != pytest.approx([e._.crf_prob for e in doc.ents])
+
+
+# -- labels -----------------------------------------------------------------------------
+
+
+def test_new_labels_are_refused_clearly_and_reinitializing_works():
+    nlp = trained("BIO", n_iter=5)
+    pipe = nlp.get_pipe("crf_ner")
+    with pytest.raises(ValueError, match="cannot add the label 'DRUG' to a trained model.*nlp.initialize"):
+        pipe.add_label("DRUG")
+    # an update whose gold carries an unknown label is an error, never silently "missing"
+    eg = Example.from_dict(nlp.make_doc("Take aspirin daily ."), {"entities": [(5, 12, "DRUG")]})
+    with pytest.raises(ValueError, match="label 'DRUG', which this component does not know"):
+        nlp.update([eg])
+    # the way the message names works: re-initialize with examples that carry it
+    egs = examples(nlp) + [eg]
+    nlp.initialize(lambda: egs)
+    assert "DRUG" in pipe.labels
+    losses = nlp.update(egs)
+    assert numpy.isfinite(losses["crf_ner"])

@@ -172,14 +172,16 @@ class CRFEntityRecognizer(TrainablePipe):
             raise ValueError(f"[crf_ner] invalid entity label {label!r}")
         if label in self.cfg["labels"]:
             return 0
-        self._require_no_model()
+        if self.model.has_dim("nO") and self.model.get_dim("nO"):
+            raise ValueError(
+                f"[crf_ner] cannot add the label {label!r} to a trained model: the CRF's tag set is fixed "
+                f"(labels: {', '.join(self.labels)}). Re-initialize the component with it (its weights are "
+                f"then trained from scratch): nlp.initialize(get_examples) with examples that carry {label!r}, "
+                f"or `spacy train` with it in the data or in [initialize.components.{self.name}.labels]."
+            )
         self.cfg["labels"] = sorted(self.cfg["labels"] + [label])
         self.vocab.strings.add(label)
         return 1
-
-    def _require_no_model(self) -> None:
-        if self.model.has_dim("nO") and self.model.get_dim("nO"):
-            raise ValueError("[crf_ner] cannot add labels to an initialized model; re-initialize the pipeline")
 
     # -- initialize -----------------------------------------------------------------------
 
@@ -191,6 +193,9 @@ class CRFEntityRecognizer(TrainablePipe):
         labels: Optional[Sequence[str]] = None,
     ) -> None:
         validate_get_examples(get_examples, "CRFEntityRecognizer.initialize")
+        self.cfg["labels"] = []  # initialize (re)builds the model: its label set starts afresh
+        if self.model.has_dim("nO"):
+            self.model.set_dim("nO", None, force=True)
         if labels is not None:
             for label in labels:
                 self.add_label(label)
@@ -298,7 +303,7 @@ class CRFEntityRecognizer(TrainablePipe):
         tags = self.tags
         index = {t: i for i, t in enumerate(tags)}
         out = []
-        for eg in examples:
+        for n, eg in enumerate(examples):
             aligned = biluo_to_scheme(eg.get_aligned_ner(), self.cfg["scheme"])
             target = numpy.zeros((len(eg.predicted), len(tags)), dtype="float32")
             for i, tag in enumerate(aligned):
@@ -308,8 +313,12 @@ class CRFEntityRecognizer(TrainablePipe):
                     target[i, index[tag]] = 1.0
                 elif tag == OUTSIDE:
                     target[i, 0] = 1.0
-                else:  # an entity type the component does not know: treat as missing
-                    target[i] = 1.0
+                else:
+                    raise ValueError(
+                        f"[crf_ner] a gold entity of example {n} has the label {tag.split('-', 1)[-1]!r}, which "
+                        f"this component does not know (labels: {', '.join(self.labels)}); it is not ignored "
+                        f"silently. Re-initialize the component with it (nlp.initialize) or leave it out of the data."
+                    )
             out.append(self.model.ops.asarray(target))
         return out
 
