@@ -233,6 +233,40 @@ class CRFEntityRecognizer(TrainablePipe):
             confidence = (float(self.candidate_threshold), float(self.cfg.get("temperature", 1.0)))
         return self.model.predict((docs, None, self._constraints(docs), confidence))
 
+    def emissions(self, docs: Sequence[Doc]) -> List[numpy.ndarray]:
+        """The CRF's constrained emission scores per doc, float32 [n_tokens, K]
+        (-inf where a tag is impossible), as prediction computes them; for
+        calibration and diagnostics. With `crf()`, everything the component's
+        probabilities are computed from."""
+        import torch
+
+        from .layers import torch_module
+
+        docs = list(docs)
+        nonempty = [d for d in docs if len(d)]
+        out = {id(d): numpy.zeros((0, len(self.tags)), dtype="float32") for d in docs}
+        if nonempty:
+            Xs = self.model.get_ref("tok2vec").predict(nonempty)
+            module = torch_module(self.model.get_ref("output_layer"))
+            was_training = module.training
+            module.eval()
+            try:
+                with torch.no_grad():
+                    for doc, x, allowed in zip(nonempty, Xs, self._constraints(nonempty)):
+                        xt = torch.as_tensor(self.model.ops.to_numpy(x)).unsqueeze(0).to(next(module.parameters()).device)
+                        em = module.emissions(xt, torch.tensor([len(doc)]))[0]
+                        em = em.masked_fill(~torch.as_tensor(self.model.ops.to_numpy(allowed) > 0, device=em.device), float("-inf"))
+                        out[id(doc)] = em.float().cpu().numpy()
+            finally:
+                module.train(was_training)
+        return [out[id(d)] for d in docs]
+
+    def crf(self):
+        """The trained LinearChainCRF (a torch module)."""
+        from .layers import torch_module
+
+        return torch_module(self.model.get_ref("output_layer")).crf
+
     def tag_names(self, tag_ids: List) -> List[List[str]]:
         tags = self.tags
         if isinstance(tag_ids, Prediction):

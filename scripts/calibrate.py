@@ -1,0 +1,346 @@
+"""Calibrate crf_ner's entity probabilities with one temperature, and measure it.
+
+    python scripts/calibrate.py MODEL CORPUS OUT_DIR [--write MODEL_OUT] [--name NAME] [--seed 0]
+    python scripts/calibrate.py --beam MODEL CORPUS OUT_DIR [--name NAME]   (spaCy's beam_ner, for comparison)
+
+CORPUS: the dev DocBin (eng.testa); the pipeline runs on its gold tokens with
+the gold sentence starts, whole articles. The temperature T divides the CRF's
+emission, transition, start and end scores before the entity marginals (the
+constraints stay hard, Viterbi decoding does not change); it is fitted by
+minimising the log loss of "this predicted entity is correct" (exact
+boundaries and type) over the predicted entities, by golden-section search on
+log T in [1/8, 8].
+
+Reported on held-out halves by cross-fitting: the articles are split in two
+halves at random (--seed), T is fitted on one and scored on the other, both
+ways, and the held-out predictions are pooled. Metrics over predicted
+entities: expected calibration error (15 equal-width bins), Brier score, the
+average precision and AUROC of the confidence for correct vs incorrect, for:
+the CRF probability at T = 1, after the temperature, and two heuristics a user
+could compute instead from the same CRF (the mean and the minimum over the
+entity's tokens of the marginal of its predicted tag, as HF pipelines average
+softmaxes). With --beam, the same metrics for spaCy's beam_ner entity scores
+(the beam's probability mass of each entity, from `scored_ents`-style beam
+parses), no temperature.
+
+Writes OUT_DIR/calibration.json, OUT_DIR/reliability.png (reliability
+diagram) and OUT_DIR/threshold.png (precision and recall of doc.ents as
+`threshold` moves, after the temperature). --write MODEL_OUT saves the model
+with the temperature fitted on the whole corpus in the component's cfg (so
+the packaged pipeline is calibrated).
+"""
+import argparse
+import json
+import math
+import random
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy
+import spacy
+import torch
+from spacy.tokens import DocBin
+
+from conll_crf.conll import gold_token_docs
+
+N_BINS = 15
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+def ece(conf: numpy.ndarray, correct: numpy.ndarray, n_bins: int = N_BINS) -> float:
+    """Expected calibration error: sum over equal-width bins of |accuracy - mean confidence| weighted by the bin's share."""
+    if len(conf) == 0:
+        return float("nan")
+    bins = numpy.minimum((conf * n_bins).astype(int), n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            total += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(total)
+
+
+def average_precision(conf: numpy.ndarray, correct: numpy.ndarray) -> float:
+    """Area under the precision-recall curve of `correct` ranked by `conf` (ties broken pessimistically)."""
+    order = numpy.lexsort((correct, -conf))  # by confidence, incorrect first among ties
+    hits = correct[order].astype(float)
+    if hits.sum() == 0:
+        return float("nan")
+    precision = numpy.cumsum(hits) / numpy.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())
+
+
+def auroc(conf: numpy.ndarray, correct: numpy.ndarray) -> float:
+    """P(conf of a random correct > conf of a random incorrect), ties counting 1/2 (Mann-Whitney)."""
+    pos, neg = conf[correct], conf[~correct]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    values = numpy.concatenate([pos, neg])
+    order = values.argsort(kind="mergesort")
+    ranks = numpy.empty(len(values))
+    sorted_vals = values[order]
+    i = 0
+    while i < len(values):  # average ranks of ties
+        j = i
+        while j + 1 < len(values) and sorted_vals[j + 1] == sorted_vals[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def metrics(conf: numpy.ndarray, correct: numpy.ndarray) -> Dict[str, float]:
+    conf = numpy.clip(conf, 0.0, 1.0)
+    return {
+        "ece": ece(conf, correct),
+        "brier": float(((conf - correct) ** 2).mean()) if len(conf) else float("nan"),
+        "average_precision": average_precision(conf, correct),
+        "auroc": auroc(conf, correct),
+        "mean_confidence": float(conf.mean()) if len(conf) else float("nan"),
+        "accuracy": float(correct.mean()) if len(conf) else float("nan"),
+        "entities": int(len(conf)),
+    }
+
+
+def reliability(conf: numpy.ndarray, correct: numpy.ndarray, n_bins: int = N_BINS):
+    bins = numpy.minimum((conf * n_bins).astype(int), n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            out.append(((b + 0.5) / n_bins, float(conf[sel].mean()), float(correct[sel].mean()), int(sel.sum())))
+    return out
+
+
+# -- the CRF's entities -------------------------------------------------------------------
+
+
+class DocEntities:
+    """A doc's predicted entities with what every confidence is computed from."""
+
+    def __init__(self, pipe, doc, gold, em: numpy.ndarray):
+        self.em = torch.as_tensor(em, dtype=torch.float64).unsqueeze(0)
+        labels = list(pipe.labels)
+        crf = pipe.crf()
+        mask = torch.ones(self.em.shape[:2], dtype=torch.bool)
+        if em.shape[0]:
+            paths = crf.viterbi(self.em, mask)[1]
+            self.spans = crf.path_entities(paths)  # [N, 4]
+            marg = crf.marginals(self.em, mask)[0]  # [T, K]
+            tags = paths[0]
+            token_p = marg.gather(1, tags.clamp(min=0).unsqueeze(1)).squeeze(1).numpy()
+        else:
+            self.spans = torch.zeros(0, 4, dtype=torch.long)
+            token_p = numpy.zeros(0)
+        self.mask = mask
+        gold_set = {(e.start, e.end, e.label_) for e in gold.ents}
+        rows = self.spans.tolist()
+        self.keys = [(s, e, labels[x]) for _, s, e, x in rows]
+        self.correct = numpy.array([k in gold_set for k in self.keys], dtype=bool)
+        self.n_gold = len(gold_set)
+        self.mean_tag = numpy.array([token_p[s:e].mean() for s, e, _ in self.keys]) if rows else numpy.zeros(0)
+        self.min_tag = numpy.array([token_p[s:e].min() for s, e, _ in self.keys]) if rows else numpy.zeros(0)
+        self.crf = crf
+
+    def probs(self, temperature: float) -> numpy.ndarray:
+        if not len(self.spans):
+            return numpy.zeros(0)
+        with torch.no_grad():
+            return self.crf.entity_probabilities(self.em, self.spans, self.mask, temperature=temperature).numpy()
+
+
+def log_loss(items: Sequence[DocEntities], temperature: float) -> float:
+    conf = numpy.concatenate([d.probs(temperature) for d in items]) if items else numpy.zeros(0)
+    correct = numpy.concatenate([d.correct for d in items]) if items else numpy.zeros(0, dtype=bool)
+    conf = numpy.clip(conf, 1e-12, 1 - 1e-12)
+    return float(-(correct * numpy.log(conf) + (~correct) * numpy.log(1 - conf)).mean())
+
+
+def fit_temperature(items: Sequence[DocEntities]) -> float:
+    """argmin over log T in [log 1/8, log 8] of the log loss (golden-section search, 40 steps);
+    1.0 when there is no predicted entity, or only correct (or only wrong) ones, to fit on."""
+    correct = numpy.concatenate([d.correct for d in items]) if items else numpy.zeros(0, dtype=bool)
+    if correct.all() or not correct.any():
+        return 1.0
+    lo, hi = math.log(1 / 8), math.log(8)
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = log_loss(items, math.exp(a)), log_loss(items, math.exp(b))
+    for _ in range(40):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = log_loss(items, math.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = log_loss(items, math.exp(b))
+    return math.exp((lo + hi) / 2)
+
+
+# -- spaCy's beam_ner ---------------------------------------------------------------------
+
+
+def beam_entities(nlp, name: str, inputs, refs) -> Tuple[numpy.ndarray, numpy.ndarray, List]:
+    """beam_ner's entity scores: for each doc, the summed probability of the
+    beam parses that contain each entity (what `scored_ents` gives); the
+    predicted entities (doc.ents of the best parse) with their scores."""
+    pipe = nlp.get_pipe(name)
+    conf, correct, per_doc = [], [], []
+    for doc, gold in zip(inputs, refs):
+        for other_name, other in nlp.pipeline:
+            if other_name == name:
+                break
+            doc = other(doc)
+        beams = pipe.predict([doc])
+        pipe.set_annotations([doc], beams)
+        scores = pipe.scored_ents(beams)[0]  # {(start, end, label): p}
+        gold_set = {(e.start, e.end, e.label_) for e in gold.ents}
+        doc_conf = []
+        for ent in doc.ents:
+            key = (ent.start, ent.end, ent.label_)
+            p = float(scores.get(key, 0.0))
+            conf.append(p)
+            correct.append(key in gold_set)
+            doc_conf.append(p)
+        per_doc.append(doc_conf)
+    return numpy.array(conf), numpy.array(correct, dtype=bool), per_doc
+
+
+# -- figures ------------------------------------------------------------------------------
+
+
+def plot_reliability(curves: Dict[str, Tuple[numpy.ndarray, numpy.ndarray]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for label, (conf, correct) in curves.items():
+        pts = reliability(conf, correct)
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", markersize=4, label=f"{label} (ECE {ece(conf, correct):.3f})")
+    ax.set_xlabel("confidence (mean per bin, 15 equal-width bins)")
+    ax.set_ylabel("fraction of predicted entities that are correct")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_threshold(conf: numpy.ndarray, correct: numpy.ndarray, n_gold: int, path: Path, title: str) -> List[Dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for t in numpy.linspace(0, 0.95, 20):
+        keep = conf >= t
+        tp = int(correct[keep].sum())
+        p = tp / keep.sum() if keep.sum() else float("nan")
+        r = tp / n_gold if n_gold else float("nan")
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        rows.append({"threshold": float(t), "precision": p, "recall": r, "f": f, "entities": int(keep.sum())})
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    ts = [r["threshold"] for r in rows]
+    for key in ("precision", "recall", "f"):
+        ax.plot(ts, [r[key] for r in rows], marker=".", label=key)
+    ax.set_xlabel("threshold (entities below it leave doc.ents)")
+    ax.set_ylim(min(0.5, min(r["recall"] for r in rows) - 0.05), 1.0)
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return rows
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--write", type=Path, default=None, help="save the model with the fitted temperature here")
+    parser.add_argument("--name", default=None, help="the component (default: crf_ner, or beam_ner's 'ner' with --beam)")
+    parser.add_argument("--beam", action="store_true", help="score spaCy's beam_ner instead")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    nlp = spacy.load(args.model)
+    refs = list(DocBin().from_disk(args.corpus).get_docs(nlp.vocab))
+    inputs = gold_token_docs(nlp.vocab, refs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    order = list(range(len(refs)))
+    random.Random(args.seed).shuffle(order)
+    halves = [sorted(order[: len(order) // 2]), sorted(order[len(order) // 2 :])]
+    report: Dict = {"model": args.model, "corpus": str(args.corpus), "docs": len(refs), "bins": N_BINS,
+                    "split": f"articles shuffled with seed {args.seed}, two halves of {len(halves[0])} and {len(halves[1])}"}
+    if args.beam:
+        name = args.name or "ner"
+        conf, correct, _ = beam_entities(nlp, name, inputs, refs)
+        report["beam_ner"] = metrics(conf, correct)
+        plot_reliability({"beam_ner scores": (conf, correct)}, args.out / "reliability.png", f"{args.model}: beam_ner on {args.corpus.name}")
+        (args.out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report["beam_ner"], indent=2))
+        return
+    name = args.name or "crf_ner"
+    pipe = nlp.get_pipe(name)
+    before = [n for n, _ in nlp.pipeline[: nlp.pipe_names.index(name)]]
+    docs = list(nlp.pipe(inputs, disable=[n for n in nlp.pipe_names if n not in before])) if before else inputs
+    ems = pipe.emissions(docs)
+    items = [DocEntities(pipe, d, g, em) for d, g, em in zip(docs, refs, ems)]
+    pooled: Dict[str, List] = {k: [] for k in ("t1", "calibrated", "mean_tag", "min_tag", "correct")}
+    fitted = []
+    for fit_half, test_half in ((0, 1), (1, 0)):
+        t = fit_temperature([items[i] for i in halves[fit_half]])
+        fitted.append(t)
+        test = [items[i] for i in halves[test_half]]
+        pooled["t1"].append(numpy.concatenate([d.probs(1.0) for d in test]))
+        pooled["calibrated"].append(numpy.concatenate([d.probs(t) for d in test]))
+        pooled["mean_tag"].append(numpy.concatenate([d.mean_tag for d in test]))
+        pooled["min_tag"].append(numpy.concatenate([d.min_tag for d in test]))
+        pooled["correct"].append(numpy.concatenate([d.correct for d in test]))
+    cat = {k: numpy.concatenate(v) for k, v in pooled.items()}
+    correct = cat["correct"].astype(bool)
+    report["cross_fitted_temperatures"] = fitted
+    report["held_out"] = {
+        "crf_probability_T1": metrics(cat["t1"], correct),
+        "crf_probability_calibrated": metrics(cat["calibrated"], correct),
+        "mean_token_marginal": metrics(cat["mean_tag"], correct),
+        "min_token_marginal": metrics(cat["min_tag"], correct),
+    }
+    t_all = fit_temperature(items)
+    report["temperature"] = t_all
+    all_conf = numpy.concatenate([d.probs(t_all) for d in items])
+    all_correct = numpy.concatenate([d.correct for d in items]).astype(bool)
+    n_gold = sum(d.n_gold for d in items)
+    plot_reliability(
+        {"CRF probability, T = 1": (cat["t1"], correct), f"CRF probability, T fitted ({fitted[0]:.2f}, {fitted[1]:.2f})": (cat["calibrated"], correct),
+         "mean token marginal": (cat["mean_tag"], correct), "min token marginal": (cat["min_tag"], correct)},
+        args.out / "reliability.png", f"{Path(args.model).parent.name}/{Path(args.model).name}: predicted entities,\nheld-out halves of {args.corpus.name} (cross-fitted)",
+    )
+    report["threshold_curve"] = plot_threshold(all_conf, all_correct, n_gold, args.out / "threshold.png",
+                                               f"{Path(args.model).parent.name}/{Path(args.model).name}: {args.corpus.name}, T = {t_all:.2f}")
+    (args.out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+    for key, m in report["held_out"].items():
+        print(f"{key:28s} ECE {m['ece']:.4f}  Brier {m['brier']:.4f}  AP {m['average_precision']:.4f}  AUROC {m['auroc']:.4f}  ({m['entities']} entities)")
+    print(f"temperatures fitted on the halves: {fitted[0]:.3f}, {fitted[1]:.3f}; on all of {args.corpus.name}: {t_all:.3f}")
+    if args.write:
+        pipe.cfg["temperature"] = float(t_all)
+        nlp.to_disk(args.write)
+        print(f"wrote {args.write} with crf_ner temperature {t_all:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Multi-seed comparison of configurations: train, evaluate, summarise.
+
+    python scripts/seeds.py train CONFIG_NAME --seeds 1 2 3 [--name NAME] [--gpu-id -1] [overrides ...]
+    python scripts/seeds.py evaluate [--runs training/seeds] [--corpus corpus]
+    python scripts/seeds.py summarize [--runs training/seeds] [--baseline cpu_ner] [--md PATH] [--json PATH] [--png PATH]
+
+`train` trains configs/CONFIG_NAME.cfg once per seed (--system.seed and
+--training.seed; extra `--section.key value` overrides are passed on, e.g. an
+ablation) into RUNS/NAME_s<seed> (NAME defaults to CONFIG_NAME), one after the
+other, skipping finished runs. `evaluate` runs scripts/evaluate.py on the
+model-best of every finished run that has no scores yet (gold
+tokens with gold sentence starts, conlleval cross-check, and raw text).
+`summarize` groups runs by NAME and reports per group the dev F (best during
+training), gold-token F, raw-text F, conlleval F and training time as mean and
+standard deviation over the seeds, with the seeds; each group's lead over the
+baseline uses only the seeds both have.
+"""
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
+
+
+def train(args, extra: List[str]) -> None:
+    for seed in args.seeds:
+        out = args.runs / f"{args.name or args.config}_s{seed}"
+        if (out / "train_meta.json").exists():
+            print(f"{out}: trained already, skipped")
+            continue
+        cmd = [sys.executable, str(ROOT / "scripts/train.py"), str(ROOT / f"configs/{args.config}.cfg"), str(out),
+               "--gpu-id", str(args.gpu_id), "--system.seed", str(seed), "--training.seed", str(seed), *extra]
+        print(" ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+
+
+def evaluate(args) -> None:
+    # finished runs only: train.py writes train_meta.json at the end (model-best exists from the first evaluation on)
+    for run in sorted(p for p in args.runs.iterdir() if RUN.match(p.name) and (p / "train_meta.json").exists()):
+        if (run / "eval" / "raw_text.json").exists():
+            continue
+        cmd = [sys.executable, str(ROOT / "scripts/evaluate.py"), str(run / "model-best"), str(args.corpus), str(run / "eval")]
+        print(" ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+
+
+def run_scores(run: Path) -> Dict[str, float]:
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in log if r.get("score") is not None]
+    best = max(evals, key=lambda r: r["score"])
+    gold = json.loads((run / "eval/gold_tokens.json").read_text())
+    raw = json.loads((run / "eval/raw_text.json").read_text())
+    meta = json.loads((run / "train_meta.json").read_text())
+    return {
+        "dev_f_best": 100 * best["score"],
+        "best_step": best.get("step"),
+        "gold_f": 100 * (gold["ents_f"] or 0.0),
+        "conlleval_f": 100 * gold["conlleval"]["ents_f"],
+        "raw_f": 100 * (raw["ents_f"] or 0.0),
+        "invalid": sum(gold["invalid_tag_sequences"].values()),
+        "crossing": gold.get("entities_across_sentence_starts", 0),
+        "train_minutes": meta["wall_seconds"] / 60,
+    }
+
+
+METRICS = [("dev_f_best", "dev F (best, during training)"), ("gold_f", "gold tokens F"), ("conlleval_f", "conlleval F"),
+           ("raw_f", "raw text F"), ("train_minutes", "training minutes")]
+
+
+def mean_sd(values: List[float]) -> Dict[str, float]:
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def summarize(args) -> None:
+    groups: Dict[str, Dict[int, Dict[str, float]]] = {}
+    for run in sorted(args.runs.iterdir()):
+        m = RUN.match(run.name)
+        if m and (run / "eval/raw_text.json").exists() and (run / "log.jsonl").exists():
+            groups.setdefault(m["name"], {})[int(m["seed"])] = run_scores(run)
+    if not groups:
+        sys.exit(f"no evaluated runs under {args.runs} (run `seeds.py evaluate` first)")
+    summary = {}
+    for name, runs in groups.items():
+        row = {"seeds": sorted(runs), **{k: mean_sd([r[k] for r in runs.values()]) for k, _ in METRICS}}
+        row["invalid"] = sum(r["invalid"] for r in runs.values())
+        row["crossing"] = sum(r["crossing"] for r in runs.values())
+        row["runs"] = runs
+        base = groups.get(args.baseline)
+        if base and name != args.baseline:
+            shared = sorted(set(runs) & set(base))
+            if shared:
+                for key in ("dev_f_best", "gold_f", "raw_f"):
+                    row[f"lead_{key}"] = mean_sd([runs[s][key] - base[s][key] for s in shared])
+                row["lead_seeds"] = shared
+        summary[name] = row
+    lines = ["| run | seeds | " + " | ".join(label for _, label in METRICS) + f" | lead over {args.baseline}: dev / gold / raw | invalid seqs | across sentences |",
+             "|---|---|" + "---|" * len(METRICS) + "---|---|---|"]
+    for name, row in summary.items():
+        cells = [f"{row[k]['mean']:.2f} ± {row[k]['sd']:.2f}" for k, _ in METRICS]
+        lead = " / ".join(f"{row[f'lead_{k}']['mean']:+.2f} ± {row[f'lead_{k}']['sd']:.2f}" for k in ("dev_f_best", "gold_f", "raw_f")) if "lead_seeds" in row else "-"
+        lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells) + f" | {lead} | {row['invalid']} | {row['crossing']} |")
+    table = "\n".join(lines)
+    print(table)
+    print("(mean ± sample standard deviation over the seeds; dev = eng.testa; gold tokens with gold sentence starts)")
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(table + "\n")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.png:
+        plot(summary, args.png)
+
+
+def plot(summary, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("dev_f_best", "dev F (best)"), ("gold_f", "gold tokens F"), ("raw_f", "raw text F")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), sharey=True)
+    names = list(summary)
+    for ax, (key, label) in zip(axes, keys):
+        for i, name in enumerate(names):
+            vals = [r[key] for r in summary[name]["runs"].values()]
+            ax.scatter([i] * len(vals), vals, s=18, alpha=0.7)
+            ax.errorbar(i, summary[name][key]["mean"], yerr=summary[name][key]["sd"], fmt="_", color="black", capsize=6, markersize=18)
+        ax.set_xticks(range(len(names)), names, rotation=20)
+        ax.set_title(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("F1 (%) on eng.testa")
+    fig.suptitle("Each dot one seed; bar: mean ± sd")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("config")
+    t.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    t.add_argument("--name", default=None)
+    t.add_argument("--gpu-id", type=int, default=-1)
+    t.add_argument("--runs", type=Path, default=ROOT / "training/seeds")
+    e = sub.add_parser("evaluate")
+    e.add_argument("--runs", type=Path, default=ROOT / "training/seeds")
+    e.add_argument("--corpus", type=Path, default=ROOT / "corpus")
+    s = sub.add_parser("summarize")
+    s.add_argument("--runs", type=Path, default=ROOT / "training/seeds")
+    s.add_argument("--baseline", default="cpu_ner")
+    s.add_argument("--md", type=Path, default=None)
+    s.add_argument("--json", type=Path, default=None)
+    s.add_argument("--png", type=Path, default=None)
+    args, extra = parser.parse_known_args()
+    if args.cmd == "train":
+        train(args, extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif args.cmd == "evaluate":
+        evaluate(args)
+    else:
+        summarize(args)
+
+
+if __name__ == "__main__":
+    main()

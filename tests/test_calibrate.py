@@ -1,0 +1,38 @@
+"""The calibration metrics of scripts/calibrate.py, against their definitions."""
+import importlib.util
+import itertools
+
+import numpy
+import pytest
+
+from .conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("calibrate_script", ROOT / "scripts" / "calibrate.py")
+calibrate = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(calibrate)
+
+
+def test_ece_by_hand():
+    conf = numpy.array([0.05, 0.05, 0.95, 0.95, 0.95, 0.5])
+    correct = numpy.array([False, True, True, True, False, True])
+    # bins: 0 -> {0.05, 0.05} acc 0.5; 14 -> {0.95 x3} acc 2/3; 7 -> {0.5} acc 1
+    want = 2 / 6 * abs(0.5 - 0.05) + 3 / 6 * abs(2 / 3 - 0.95) + 1 / 6 * abs(1 - 0.5)
+    assert calibrate.ece(conf, correct) == pytest.approx(want)
+    assert calibrate.ece(numpy.array([1.0, 1.0]), numpy.array([True, True])) == 0.0
+
+
+def test_auroc_and_average_precision_match_their_definitions():
+    rng = numpy.random.default_rng(0)
+    conf = rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], size=60)
+    correct = rng.random(60) < conf
+    pos, neg = conf[correct], conf[~correct]
+    pairs = [(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)]
+    assert calibrate.auroc(conf, correct) == pytest.approx(numpy.mean(pairs))
+    # distinct scores: AP = mean over positives of the precision at their rank
+    conf = rng.random(40)
+    correct = rng.random(40) < 0.6
+    order = numpy.argsort(-conf)
+    hits = correct[order]
+    want = numpy.mean([hits[: i + 1].mean() for i in range(len(hits)) if hits[i]])
+    assert calibrate.average_precision(conf, correct) == pytest.approx(want)
+    assert calibrate.average_precision(numpy.array([0.9, 0.1]), numpy.array([True, False])) == 1.0
