@@ -261,3 +261,33 @@ def test_new_labels_are_refused_clearly_and_reinitializing_works():
     assert "DRUG" in pipe.labels
     losses = nlp.update(egs)
     assert numpy.isfinite(losses["crf_ner"])
+
+
+# -- long docs among short ones ---------------------------------------------------------
+
+
+def test_length_groups_bound_the_padding():
+    from conll_crf.architectures import MAX_PADDING_FACTOR, MIN_PADDED_POSITIONS, length_groups
+
+    assert length_groups([30, 1320, 200, 5]) == [[0, 1, 2, 3]]  # ordinary batch: one group, batch order
+    lengths = [20] * 30 + [50000] + [25] * 33
+    groups = length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        padded = len(g) * max(lengths[i] for i in g)
+        assert padded <= max(MAX_PADDING_FACTOR * sum(lengths[i] for i in g), MIN_PADDED_POSITIONS)
+    assert len(groups) == 2 and 30 in groups[0]
+
+
+def test_a_long_doc_among_short_ones_gives_the_same_annotations(nlp, monkeypatch):
+    import conll_crf.architectures as arch
+
+    texts = [t for t, _ in TRAIN_DATA] * 4 + [TEXT * 40] + ["Brussels ."] * 3
+    monkeypatch.setattr(arch, "MIN_PADDED_POSITIONS", 64)  # force grouping on this small batch
+    assert len(arch.length_groups([len(nlp.make_doc(t)) for t in texts])) > 1
+    grouped = list(nlp.pipe(texts, batch_size=64))
+    alone = [nlp(t) for t in texts]
+    for a, b in zip(grouped, alone):
+        assert spans(a) == spans(b)
+        assert [(s.start, s.end, s.label_) for s in a.spans["crf_ner"]] == [(s.start, s.end, s.label_) for s in b.spans["crf_ner"]]
+        assert a.spans["crf_ner"].attrs["scores"] == pytest.approx(b.spans["crf_ner"].attrs["scores"], abs=1e-6)

@@ -11,7 +11,7 @@ from spacy.util import registry
 from thinc.api import Model, PyTorchShim, concatenate
 from thinc.types import Floats2d
 
-from .layers import bilstm_crf_head, build_head
+from .layers import Prediction, bilstm_crf_head, build_head
 
 
 @registry.architectures("conll_crf.BiLSTMCRF.v2")
@@ -97,12 +97,68 @@ def _forward(model: Model, inputs, is_train: bool):
     if not any(len(doc) for doc in docs):  # nothing to encode (some tok2vecs fail on it)
         return head(([model.ops.alloc2f(0, 0) for _ in docs], targets, constraints, confidence), is_train)
     Xs, bp_tok2vec = tok2vec(docs, is_train)
+    if targets is None:
+        groups = length_groups([len(x) for x in Xs])
+        if len(groups) > 1:  # a few long docs among short ones: the head runs per group
+            outs = [head(([Xs[i] for i in g], None, None if constraints is None else [constraints[i] for i in g], confidence), False)[0] for g in groups]
+            return _merge_predictions(model.ops, outs, groups, len(docs)), lambda dY: []
     Y, bp_head = head((Xs, targets, constraints, confidence), is_train)
 
     def backprop(dY):
         return bp_tok2vec(bp_head(dY))
 
     return Y, backprop
+
+
+MIN_PADDED_POSITIONS = 1 << 17
+MAX_PADDING_FACTOR = 4
+
+
+def length_groups(lengths: Sequence[int]) -> List[List[int]]:
+    """Doc indices grouped so the head's padded work stays bounded: docs by
+    decreasing length, a doc joins the current group while the group's padded
+    size (docs x its longest) stays within MAX_PADDING_FACTOR x its real
+    tokens or MIN_PADDED_POSITIONS, whichever is larger. An ordinary batch is
+    one group (the CRF's loops run once over the longest doc); a
+    50,000-token doc among short ones no longer pads them all to 50,000."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: List[List[int]] = []
+    longest = real = 0
+    for i in order:
+        n = lengths[i]
+        if groups and (len(groups[-1]) + 1) * longest <= max(MAX_PADDING_FACTOR * (real + n), MIN_PADDED_POSITIONS):
+            groups[-1].append(i)
+            real += n
+        else:
+            groups.append([i])
+            longest, real = n, n
+    if len(groups) == 1:
+        return [list(range(len(lengths)))]  # keep the batch order: nothing to gain
+    return groups
+
+
+def _merge_predictions(ops, outs, groups: List[List[int]], n_docs: int):
+    """The head's outputs per group back in doc order (entity rows renumbered and re-sorted)."""
+    tag_ids: List = [None] * n_docs
+    for out, group in zip(outs, groups):
+        ids = out.tag_ids if isinstance(out, Prediction) else out
+        for local, i in enumerate(group):
+            tag_ids[i] = ids[local]
+    if not isinstance(outs[0], Prediction):
+        return tag_ids
+    xp = ops.xp
+    merged = []
+    for field, prob_field in (("entities", "entity_probs"), ("candidates", "candidate_probs")):
+        rows, probs = [], []
+        for out, group in zip(outs, groups):
+            r = xp.asarray(getattr(out, field)).reshape(-1, 4).copy()
+            r[:, 0] = xp.asarray(group)[r[:, 0]] if len(r) else r[:, 0]
+            rows.append(r)
+            probs.append(xp.asarray(getattr(out, prob_field)))
+        rows_all, probs_all = xp.concatenate(rows), xp.concatenate(probs)
+        order = xp.lexsort(rows_all[:, ::-1].T) if len(rows_all) else xp.arange(0)
+        merged += [rows_all[order], probs_all[order]]
+    return Prediction(tag_ids, *merged)
 
 
 def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
