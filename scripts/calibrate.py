@@ -195,8 +195,9 @@ def beam_entities(nlp, name: str, inputs, refs) -> Tuple[numpy.ndarray, numpy.nd
                 break
             doc = other(doc)
         beams = pipe.predict([doc])
+        raw = pipe.scored_ents(beams)[0]  # {(start, end, label): summed probability of the parses with it}
+        scores = {(s, e, label if isinstance(label, str) else nlp.vocab.strings[label]): p for (s, e, label), p in raw.items()}
         pipe.set_annotations([doc], beams)
-        scores = pipe.scored_ents(beams)[0]  # {(start, end, label): p}
         gold_set = {(e.start, e.end, e.label_) for e in gold.ents}
         doc_conf = []
         for ent in doc.ents:
