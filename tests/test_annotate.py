@@ -193,6 +193,10 @@ def test_crf_ner_pipeline_runs_under_the_annotator(tmp_path):
     expected = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
     assert [[(e["start_char"], e["end_char"], e["label"]) for e in r["entities"]] for r in rows] == expected
     assert rows[1]["entities"] == []
+    # crf_ner's entity probabilities (doc.spans["crf_ner"]) become the rows' scores
+    probs = [[e._.crf_prob for e in doc.ents] for doc in nlp.pipe(texts)]
+    assert [[e["score"] for e in r["entities"]] for r in rows] == [pytest.approx(p, abs=1e-6) for p in probs]
+    assert all(0 < e["score"] <= 1 for r in rows for e in r["entities"])
 
 
 # -- jobs ----------------------------------------------------------------------------------------
