@@ -16,6 +16,8 @@ sentences only.
 import argparse
 import html
 import json
+import shutil
+from typing import List
 from pathlib import Path
 
 import matplotlib
@@ -115,6 +117,43 @@ def plot_per_type(runs, metrics: Path, out: Path) -> None:
     plt.close(fig)
 
 
+def confidence_notes(pred, start: int, end: int, gold: set) -> str:
+    """HTML: each predicted entity of pred[start:end] with its probability and the
+    strongest alternative the CRF weighed (the most probable overlapping candidate
+    in doc.spans["crf_ner"] that is not the entity itself); wrong ones marked."""
+    group = pred.spans.get("crf_ner")
+    if group is None or "scores" not in group.attrs:
+        return ""
+    cands = [(c, score) for c, score in zip(group, group.attrs["scores"])]
+    out = []
+    for ent in pred.ents:
+        if not start <= ent.start < end:
+            continue
+        key = (ent.start, ent.end, ent.label_)
+        p = ent._.crf_prob
+        alts = [(c, sc) for c, sc in cands if (c.start, c.end, c.label_) != key and c.start < ent.end and ent.start < c.end]
+        alt = max(alts, key=lambda x: x[1]) if alts else None
+        mark = "" if key in gold else " &#10007;"
+        text = f"{html.escape(ent.text)} [{ent.label_}] <b>{p:.2f}</b>{mark}" if p is not None else html.escape(ent.text)
+        if alt:
+            text += f" (alternative: {html.escape(alt[0].text)} [{alt[0].label_}] {alt[1]:.2f})"
+        out.append(text)
+    return "probabilities: " + "; ".join(out) if out else ""
+
+
+def copy_calibration_figures(runs, metrics: Path, figures: Path) -> List[str]:
+    """metrics/<run>/calibration/{reliability,threshold}.png (from `calibrate`) into figures/."""
+    written = []
+    for run in runs:
+        for name in ("reliability", "threshold"):
+            src = metrics / run / "calibration" / f"{name}.png"
+            if src.exists():
+                dst = figures / f"{name}_{run}.png"
+                shutil.copyfile(src, dst)
+                written.append(str(dst))
+    return written
+
+
 def error_page(model_dir: Path, corpus: Path, out: Path, max_docs: int) -> int:
     nlp = spacy.load(model_dir)
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
@@ -138,9 +177,11 @@ def error_page(model_dir: Path, corpus: Path, out: Path, max_docs: int) -> int:
             pred_html = displacy.render(pred[sent.start : sent.end].as_doc(), style="ent", options={"colors": colors})
             missed = ", ".join(f"{ref[s:e].text} [{label}]" for s, e, label in sorted(g - p)) or "-"
             spurious = ", ".join(f"{pred[s:e].text} [{label}]" for s, e, label in sorted(p - g)) or "-"
+            notes = confidence_notes(pred, sent.start, sent.end, g)
             rows.append(
                 f"<tr><td>{gold_html}</td><td>{pred_html}</td>"
-                f"<td class='d'>missed: {html.escape(missed)}<br>spurious: {html.escape(spurious)}</td></tr>"
+                f"<td class='d'>missed: {html.escape(missed)}<br>spurious: {html.escape(spurious)}"
+                + (f"<br>{notes}" if notes else "") + "</td></tr>"
             )
     out.write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Errors: "
@@ -228,6 +269,8 @@ def main() -> None:
         if model.exists() and run.endswith("_crf") and args.corpus.exists():
             n = error_page(model, args.corpus, args.metrics / f"errors_{run}.html", args.max_docs)
             print(f"wrote {args.metrics / f'errors_{run}.html'} ({n} articles differ)")
+    for path in copy_calibration_figures(runs + ["cpu_beam"], args.metrics, figures):
+        print(f"wrote {path}")
     (args.metrics / "results.md").write_text(results_table(runs, args.training, args.metrics))
     print(f"wrote {figures / 'dev_f1.png'}, {figures / 'per_type.png'}, {args.metrics / 'results.md'}")
 
