@@ -31,7 +31,7 @@ SMALL_TOK2VEC = {
 }
 
 
-def crf_config(scheme="BIO", architecture="conll_crf.BiLSTMCRF.v1", depth=1):
+def crf_config(scheme="BIO", architecture="conll_crf.BiLSTMCRF.v2", depth=1):
     return {
         "scheme": scheme,
         "model": {
@@ -79,6 +79,7 @@ def trained_nlp():
 def test_factory_and_entry_points():
     assert "crf_ner" in registry.factories.get_all()
     assert registry.architectures.get("conll_crf.BiLSTMCRF.v1")
+    assert registry.architectures.get("conll_crf.BiLSTMCRF.v2")
     assert registry.architectures.get("conll_crf.BiLSTMSoftmax.v1")
     assert registry.architectures.get("conll_crf.HashCharEmbed.v1")
     assert registry.loggers.get("conll_crf.JSONLLogger.v1")
@@ -100,7 +101,7 @@ def test_labels_and_bad_scheme():
         spacy.blank("en").add_pipe("crf_ner").initialize(lambda: [Example.from_dict(nlp.make_doc("a b"), {})])
 
 
-@pytest.mark.parametrize("scheme,architecture", [("BIO", "conll_crf.BiLSTMCRF.v1"), ("BILUO", "conll_crf.BiLSTMCRF.v1")])
+@pytest.mark.parametrize("scheme,architecture", [("BIO", "conll_crf.BiLSTMCRF.v2"), ("BILUO", "conll_crf.BiLSTMCRF.v2"), ("BIO", "conll_crf.BiLSTMCRF.v1")])
 def test_overfitting_cpu(scheme, architecture):
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner", config=crf_config(scheme, architecture))
@@ -153,6 +154,9 @@ def test_overfitting_transformer(tiny_transformer):
     long_text = " ".join([TRAIN_DATA[0][0]] * 30)
     doc = nlp(long_text)
     assert len(doc) == 300 and len(doc.ents) >= 60
+    # entity probabilities with the transformer too
+    assert all(0 < e._.crf_prob <= 1 + 1e-9 for e in doc.ents)
+    assert len(doc.spans["crf_ner"]) >= len(doc.ents)
     # batch invariance and a bytes round trip, transformer included
     texts = [t for t, _ in TRAIN_DATA] + [long_text, ""]
     alone = [ents(nlp(t)) for t in texts]

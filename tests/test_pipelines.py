@@ -291,3 +291,27 @@ def test_a_long_doc_among_short_ones_gives_the_same_annotations(nlp, monkeypatch
         assert spans(a) == spans(b)
         assert [(s.start, s.end, s.label_) for s in a.spans["crf_ner"]] == [(s.start, s.end, s.label_) for s in b.spans["crf_ner"]]
         assert a.spans["crf_ner"].attrs["scores"] == pytest.approx(b.spans["crf_ner"].attrs["scores"], abs=1e-6)
+
+
+def test_v1_models_keep_their_behaviour():
+    """conll_crf.BiLSTMCRF.v1 (old configs and pipelines): sentence starts and presets
+    do not constrain it, as before; whitespace still can only be O."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config("BIO", "conll_crf.BiLSTMCRF.v1"))
+    train(nlp)
+    doc = nlp(TEXT)
+    words = [t.text for t in doc]
+    split = nlp(Doc(nlp.vocab, words=words, sent_starts=[True, True] + [False] * (len(words) - 2)))
+    assert spans(split) == spans(doc)
+    assert ("Peter Blackburn", "PER") in [(e.text, e.label_) for e in split.ents]
+
+
+def test_empty_one_token_and_20000_token_docs(nlp):
+    docs = list(nlp.pipe(["", "Brussels", " ".join(["Peter Blackburn works in Brussels ."] * 3400)]))
+    assert len(docs[0].ents) == 0 and len(docs[0].spans["crf_ner"]) == 0
+    assert len(docs[2]) >= 20000
+    for doc in docs[1:]:
+        group = doc.spans["crf_ner"]
+        assert all(0 < s <= 1 + 1e-9 for s in group.attrs["scores"])
+        assert all(e._.crf_prob is not None for e in doc.ents)
+    assert len(docs[2].ents) >= 3400
