@@ -189,3 +189,14 @@ def test_scaled_and_log_space_recursions_agree():
         ok = torch.isfinite(b) & valid
         assert (a[ok] - b[ok]).abs().max() < 1e-9
     assert (fast[2] - slow[2]).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
+def test_a_batch_of_empty_sequences(scheme):
+    crf = make_crf(scheme)
+    em = torch.zeros(3, 0, crf.num_tags, dtype=torch.float64)
+    mask = torch.zeros(3, 0, dtype=torch.bool)
+    spans, probs = crf.entity_candidates(em, mask, threshold=0.0)
+    assert spans.shape == (0, 4) and probs.shape == (0,)
+    assert crf.entity_probabilities(em, torch.zeros(0, 4, dtype=torch.long), mask).shape == (0,)
+    assert crf.path_entities(crf.viterbi(em, mask)[1]).shape == (0, 4)

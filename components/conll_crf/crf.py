@@ -641,6 +641,8 @@ def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor,
     training objective) and takes logs at the end; when the scores spread too
     far for that to be exact (one host sync decides), in log space."""
     B, T, K = em.shape
+    if T == 0:
+        return em.clone(), em.clone(), em.new_zeros(B)
     X = _extended(trans, start, end)
     Xf = X.view(-1)[:-1]
     emT = em.permute(1, 2, 0)  # [T, K, B]
