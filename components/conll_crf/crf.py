@@ -232,26 +232,23 @@ def _scaled_forward(P: Tensor, E: Tensor, S: Tensor, every: int) -> Tuple[Tensor
     return alphas, c
 
 
-def _scaled_backward(P: Tensor, E: Tensor, F_last: Tensor, every: int, norms: Optional[Tensor] = None) -> Tensor:
+def _scaled_backward(P: Tensor, E: Tensor, F_last: Tensor, every: int) -> Tensor:
     """Backward variables [T, K, B], each position up to a constant factor per
     sequence. ``F_last`` [T, K, B] holds the scaled end weights at each
     sequence's last position and 0 elsewhere, so beta_t = E (P_{t+1} beta_{t+1})
-    + F_last[t] starts every sequence at its own end in one right-padded batch.
-    ``norms`` [T, 1, B] (optional, filled with ones by the caller) receives the
-    factor each renormalised step was divided by."""
+    + F_last[t] starts every sequence at its own end in one right-padded batch."""
     T, K, B = P.shape
     betas = torch.empty_like(P)
     b_list, p_list, f_list = betas.unbind(0), P.unbind(0), F_last.unbind(0)
     b_list[T - 1].copy_(f_list[T - 1])
     tmp = P.new_empty(K, B)
-    scratch = P.new_empty(1, B)
+    norm = P.new_empty(1, B)
     b = b_list[T - 1]
     for t in range(T - 2, -1, -1):
         nxt, b = b, b_list[t]
         torch.mul(p_list[t + 1], nxt, out=tmp)
         torch.addmm(f_list[t], E, tmp, out=b)
         if t % every == 0:
-            norm = scratch if norms is None else norms[t]
             torch.sum(b, 0, keepdim=True, out=norm).clamp_(min=TINY)
             b.div_(norm)
     return betas
@@ -678,7 +675,7 @@ def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor,
 
 
 def _scaled_forward_backward(P: Tensor, E: Tensor, S: Tensor, F_last: Tensor, every: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """`_scaled_forward` and `_scaled_backward` (with its norms) in one loop:
+    """`_scaled_forward` and `_scaled_backward` in one loop, with the backward's norms:
     step i advances the forward pass to position i and the backward pass to
     T-1-i as one batched product of the stacked [2, K, K] matrices (E^T, E)
     and one elementwise product, half the operations of two loops.
@@ -799,44 +796,16 @@ class _SpanTerms:
         e = s + length - 1
         return self.begin[b, s, x] + self.first[b, s, x] + self._middle(b, s + 2, e + 1, x) + self.beta_inside[b, e, x]
 
-    # dense versions for every start at once (slices, no gathers): [B, T - length + 1, X]
+    # every start at once (slices, no gathers): [B, T, X]
 
-    def _middle_dense(self, lo: int, hi: int, n: int) -> Tensor:
-        """Sum of the inside steps at positions s+lo .. s+hi-1 for s < n."""
-        fin, cnt = self.cum_ext
-        total = fin[:, hi : hi + n] - fin[:, lo : lo + n]
-        return total.masked_fill(cnt[:, hi : hi + n] - cnt[:, lo : lo + n] > 0, NEG_INF)
+    def unit_scores(self) -> Tensor:
+        """Log scores (before - log Z) of the one-token entities at every start."""
+        return self.unit if self.biluo else self.begin + self.close_b
 
-    def dense_scores(self, length: int) -> Tensor:
-        """Log scores (before - log Z) of the entities of ``length`` tokens at every start."""
-        n = self.T - length + 1
-        head = self.begin[:, :n]
-        if not self.biluo:
-            if length == 1:
-                return head + self.close_b[:, :n]
-            return head + self.first[:, :n] + self._middle_dense(2, length, n) + self.close_i[:, length - 1 : length - 1 + n]
-        if length == 1:
-            return self.unit[:, :n]
-        if length == 2:
-            return head + self.close_b[:, :n]
-        return head + self.first[:, :n] + self._middle_dense(2, length - 1, n) + self.close_i[:, length - 1 : length - 1 + n]
-
-    def dense_prefix_scores(self, length: int) -> Tensor:
-        """Log scores (before - log Z) of B-X at s followed by I-X at the next
-        ``length - 1`` positions, for every start: a bound on the probability of
-        every entity of more than ``length`` tokens starting at s, in both schemes."""
-        n = self.T - length + 1
-        if length == 1:
-            return self.begin[:, :n] + self.beta_begin[:, :n]
-        inside = self.first[:, :n] + self._middle_dense(2, length, n)
-        return self.begin[:, :n] + inside + self.beta_inside[:, length - 1 : length - 1 + n]
-
-    @property
-    def cum_ext(self) -> Tuple[Tensor, Tensor]:
-        """The prefix sums extended by one repeated last entry [B, T + 2, X]."""
-        if not hasattr(self, "_cum_ext"):
-            self._cum_ext = tuple(torch.cat([c, c[:, -1:]], 1) for c in (self.cum, self.cum_inf))
-        return self._cum_ext
+    def begin_scores(self) -> Tensor:
+        """Log scores (before - log Z) of y_s = B-X at every start: a bound on
+        the probability of every entity of more than one token starting at s."""
+        return self.begin + self.beta_begin
 
 
 def _shift_left(x: Tensor) -> Tensor:
@@ -1151,12 +1120,12 @@ class LinearChainCRF(nn.Module):
         last, log_z = terms.last, terms.log_z
         # length 1: dense over every start, label and sequence
         starts = torch.arange(T, device=dev).view(1, T, 1)
-        p1 = (terms.dense_scores(1) - log_z.view(B, 1, 1)).exp_().masked_fill_(starts > last.view(B, 1, 1), 0.0)
+        p1 = (terms.unit_scores() - log_z.view(B, 1, 1)).exp_().masked_fill_(starts > last.view(B, 1, 1), 0.0)
         found = [torch.nonzero((p1 >= threshold) & (p1 > 0))]  # [n, 3] rows (b, s, x)
         found_p = [p1[tuple(found[0].t())]]
         found_len = [torch.ones(len(found[0]), dtype=torch.long, device=dev)]
         # longer entities: only from the (b, s, x) whose first tags can still reach the threshold
-        bound = (terms.dense_prefix_scores(1) - log_z.view(B, 1, 1)).exp_()
+        bound = (terms.begin_scores() - log_z.view(B, 1, 1)).exp_()
         alive = torch.nonzero((bound >= threshold) & (starts + 1 <= last.view(B, 1, 1)))  # one host sync per length
         for length in range(2, cap + 1):
             if len(alive) == 0:
