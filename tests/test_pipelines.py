@@ -104,6 +104,27 @@ def test_training_with_sentence_starts_keeps_gold_entities():
     assert numpy.isfinite(losses["crf_ner"])
 
 
+@pytest.mark.parametrize("dropout,expect_constrained", [(0.0, True), (1.0, False)])
+def test_sentence_dropout_decides_whether_gold_sentences_constrain_training(dropout, expect_constrained):
+    """sentence_dropout = 1 trains as unsplit text (the gold's sentence starts add no constraint);
+    0 keeps them; a boundary in the predicted doc itself always constrains."""
+    nlp = spacy.blank("en")
+    crf = nlp.add_pipe("crf_ner", config={**crf_config("BIO", "conll_crf.BiLSTMCRF.v2"), "sentence_dropout": dropout})
+    words = ["Peter", "Blackburn", "works", "in", "Brussels"]
+    eg = Example.from_dict(Doc(nlp.vocab, words=words), {"words": words, "entities": ["B-PER", "L-PER", "O", "O", "U-LOC"],
+                                                          "sent_starts": [1, 0, 0, 1, 0]})
+    nlp.initialize(lambda: [eg])
+    i_tags = [k for k, tag in enumerate(crf.tags) if tag.startswith("I-")]
+    (allowed,) = crf._training_constraints([eg])
+    assert bool((allowed[3, i_tags] == 0).all()) is expect_constrained  # no I- at the gold sentence start
+    assert (allowed[[0, 1, 2, 4]] == 1).all()
+    split = Doc(nlp.vocab, words=words, sent_starts=[True, False, False, True, False])
+    (allowed,) = crf._training_constraints([Example(split, eg.reference)])
+    assert (allowed[3, i_tags] == 0).all()
+    with pytest.raises(ValueError, match="sentence_dropout"):
+        nlp.add_pipe("crf_ner", name="bad", config={"sentence_dropout": 1.5})
+
+
 # -- preset entities --------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ leaves predicted entities below it out of `doc.ents`; `temperature` (fitted by
 scripts/calibrate.py) scales the scores before the probabilities, never the
 decoding. Scored by `spacy.ner_scorer.v1`.
 """
+import random
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -75,6 +76,7 @@ DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
         "threshold": 0.0,
         "candidate_threshold": 0.1,
         "temperature": 1.0,
+        "sentence_dropout": 0.0,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -89,6 +91,7 @@ def make_crf_ner(
     threshold: float,
     candidate_threshold: float,
     temperature: float,
+    sentence_dropout: float,
     scorer: Optional[Callable],
 ) -> "CRFEntityRecognizer":
     """A BiLSTM-CRF entity recognizer. `scheme`: the tag scheme the CRF learns
@@ -97,10 +100,16 @@ def make_crf_ner(
     entities below this probability stay out of doc.ents. `candidate_threshold`:
     the lowest probability of a span in doc.spans[spans_key]. `temperature`:
     divides the CRF's scores before the probabilities (calibration); a
-    fitted value stored in the component's cfg takes precedence."""
+    fitted value stored in the component's cfg takes precedence.
+    `sentence_dropout`: in training, the fraction of examples whose predicted
+    doc has no sentence boundaries that are trained without the gold's (0: the
+    gold sentence starts always constrain training, as they constrain
+    decoding of a sentence-split doc; 1: never, as an app's raw text arrives
+    unsplit). Prediction is unaffected: known boundaries always constrain it."""
     return CRFEntityRecognizer(
         nlp.vocab, model, name, scheme=scheme, confidence=confidence, spans_key=spans_key, threshold=threshold,
-        candidate_threshold=candidate_threshold, temperature=temperature, scorer=scorer,
+        candidate_threshold=candidate_threshold, temperature=temperature, sentence_dropout=sentence_dropout,
+        scorer=scorer,
     )
 
 
@@ -134,6 +143,7 @@ class CRFEntityRecognizer(TrainablePipe):
         threshold: float = 0.0,
         candidate_threshold: float = 0.1,
         temperature: float = 1.0,
+        sentence_dropout: float = 0.0,
         scorer: Optional[Callable] = None,
     ) -> None:
         if scheme not in MODEL_SCHEMES:
@@ -142,6 +152,8 @@ class CRFEntityRecognizer(TrainablePipe):
             raise ValueError(f"[crf_ner] threshold must be in [0, 1] and candidate_threshold in (0, 1], got {threshold}, {candidate_threshold}")
         if not temperature > 0:
             raise ValueError(f"[crf_ner] temperature must be > 0, got {temperature}")
+        if not 0.0 <= sentence_dropout <= 1.0:
+            raise ValueError(f"[crf_ner] sentence_dropout must be in [0, 1], got {sentence_dropout}")
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -150,6 +162,7 @@ class CRFEntityRecognizer(TrainablePipe):
         self.spans_key = spans_key
         self.threshold = threshold
         self.candidate_threshold = candidate_threshold
+        self.sentence_dropout = sentence_dropout
         self.cfg: Dict = {"labels": [], "scheme": scheme, "temperature": float(temperature)}
 
     # -- labels ---------------------------------------------------------------------------
@@ -391,12 +404,18 @@ class CRFEntityRecognizer(TrainablePipe):
         """The constraints prediction would apply to each predicted doc; where
         the predicted doc has no sentence boundaries, the gold's (aligned) are
         used, so training sees the same constrained paths as decoding a
-        sentence-split doc. Preset entities of the predicted doc count too."""
+        sentence-split doc, except for a `sentence_dropout` fraction of them
+        (drawn from `random`, which spaCy seeds), trained as unsplit text.
+        Preset entities of the predicted doc count too."""
         index = TagIndex(self.tags, self.cfg["scheme"])
         out = []
         for eg in examples:
             starts = None
-            if not eg.predicted.has_annotation("SENT_START") and eg.reference.has_annotation("SENT_START"):
+            if (
+                not eg.predicted.has_annotation("SENT_START")
+                and eg.reference.has_annotation("SENT_START")
+                and (self.sentence_dropout == 0.0 or random.random() >= self.sentence_dropout)
+            ):
                 starts = numpy.array([0 if s is None else (1 if s else -1) for s in eg.get_aligned_sent_starts()])
             out.append(doc_constraints(eg.predicted, index, sent_starts=starts))
         return out
