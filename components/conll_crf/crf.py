@@ -413,10 +413,18 @@ class _CRFObjective(torch.autograd.Function):
 def _finite_range(x: Tensor, dim: int) -> Tensor:
     """The range of the finite values of x along ``dim`` (0 where there are none)."""
     finite = torch.isfinite(x)
-    hi = torch.where(finite, x, torch.full_like(x, NEG_INF))
-    lo = torch.where(finite, x, torch.full_like(x, float("inf")))
-    r = hi.amax(dim) - lo.amin(dim)
-    return torch.where(torch.isfinite(r), r, torch.zeros_like(r))
+    hi = torch.where(finite, x, NEG_INF).amax(dim)
+    lo = torch.where(finite, x, float("inf")).amin(dim)
+    r = hi - lo
+    return torch.where(torch.isfinite(r), r, 0.0)
+
+
+def _log0(x: Tensor) -> Tensor:
+    """log of a non-negative tensor, -inf where it is 0. Zeros (impossible
+    tags, padding) never reach torch.log, whose -inf path is several times
+    slower than a finite one on CPU."""
+    pos = x > 0
+    return torch.where(pos, x, 1.0).log_().masked_fill_(~pos, NEG_INF)
 
 
 def _raise_for_bad_gold(out_of_range: Tensor, forbidden: Tensor, num_tags: int) -> None:
@@ -661,12 +669,12 @@ def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor,
     F_last = P.new_zeros(T, K, B).scatter_(0, lc.view(1, 1, B).expand(1, K, B), F.view(1, K, 1).expand(1, K, B))
     alphas, c, betas, norms = _scaled_forward_backward(P, E, S, F_last, every)
     # log of the factors taken out: forward up to t, backward from t on
-    step = (torch.log(c) + m + shift).masked_fill_(pad, 0.0)  # [T, 1, B]
-    log_alpha = torch.log(alphas) + step.cumsum(0)
+    step = (_log0(c) + m + shift).masked_fill_(pad, 0.0)  # [T, 1, B]
+    log_alpha = _log0(alphas).add_(step.cumsum(0))
     after = (m + shift).masked_fill_(pad, 0.0)
     after_rev = after.flip(0).cumsum(0).flip(0)  # sum_{u >= t}
-    log_norm = torch.log(norms).masked_fill_(pad, 0.0).flip(0).cumsum(0).flip(0)
-    log_beta = torch.log(betas) + (after_rev - after) + log_norm + shift
+    log_norm = _log0(norms).masked_fill_(pad, 0.0).flip(0).cumsum(0).flip(0)
+    log_beta = _log0(betas).add_((after_rev - after) + log_norm + shift)
     alpha = log_alpha.permute(2, 0, 1)
     beta = log_beta.permute(2, 0, 1)
     final = alpha.gather(1, lc.view(B, 1, 1).expand(B, 1, K)).squeeze(1) + end
@@ -743,8 +751,11 @@ class _SpanTerms:
             # leaving the entity after tag k at e: the next tag is anything but I-X, or e is the last position
             nb = torch.cat([em[:, 1:] + beta[:, 1:], em.new_full((B, 1, K), NEG_INF)], 1)  # [B, T, K]
             is_last = (last.unsqueeze(1) == torch.arange(T, device=em.device)).unsqueeze(2)  # [B, T, 1]
-            self.close_b = self._close(nb, trans, end, b_, i_, is_last)
-            self.close_i = self._close(nb, trans, end, i_, i_, is_last)
+            n_max = nb.amax(2, keepdim=True)
+            n_max = torch.where(torch.isfinite(n_max), n_max, 0.0)
+            nb_exp = (nb - n_max).exp_()  # shared by both closing terms
+            self.close_b = self._close(nb_exp, n_max, trans, end, b_, i_, is_last)
+            self.close_i = self._close(nb_exp, n_max, trans, end, i_, i_, is_last)
         else:
             l_, u_ = ents.last, ents.unit
             self.unit = alpha[:, :, u_] + beta[:, :, u_]
@@ -753,16 +764,15 @@ class _SpanTerms:
             self.close_i = trans[i_, l_] + em_beta_l  # L-X after I-X, at e
 
     @staticmethod
-    def _close(nb: Tensor, trans: Tensor, end: Tensor, frm: Tensor, excl: Tensor, is_last: Tensor) -> Tensor:
+    def _close(nb_exp: Tensor, n_max: Tensor, trans: Tensor, end: Tensor, frm: Tensor, excl: Tensor, is_last: Tensor) -> Tensor:
         """log sum_{y != excl[x]} exp(trans[frm[x], y] + nb[b, t, y]) [B, T, X], or the end
-        score at a sequence's last position: one matrix product with both sides
-        shifted by their maxima (relative precision 1e-16; -inf entries are 0)."""
+        score at a sequence's last position, from nb_exp = exp(nb - n_max) (n_max
+        [B, T, 1] the finite maxima of nb over y): one matrix product with both
+        sides shifted by their maxima (relative precision 1e-16; -inf entries are 0)."""
         rows = trans[frm].clone()  # [X, K]
         rows[torch.arange(len(frm), device=trans.device), excl] = NEG_INF
         r_max = torch.where(torch.isfinite(rows), rows, NEG_INF).amax().clamp(min=-1e300)
-        n_max = nb.amax(2, keepdim=True)
-        n_max = torch.where(torch.isfinite(n_max), n_max, 0.0)
-        inner = torch.log(torch.matmul((nb - n_max).exp(), (rows - r_max).exp().t())) + n_max + r_max
+        inner = _log0(torch.matmul(nb_exp, (rows - r_max).exp().t())).add_(n_max + r_max)
         return torch.where(is_last, end[frm].view(1, 1, -1), inner)
 
     def _middle(self, b: Tensor, lo: Tensor, hi: Tensor, x: Tensor) -> Tensor:
