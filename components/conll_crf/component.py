@@ -226,12 +226,18 @@ class CRFEntityRecognizer(TrainablePipe):
     # -- constraints ----------------------------------------------------------------------
 
     def _constraints(self, docs: Sequence[Doc]) -> Optional[List]:
-        """Per doc the allowed tags [n, K] as float32 (see constraints.py).
-        Models of conll_crf.BiLSTMCRF.v1 get whitespace only, as before."""
+        """Per doc the allowed tags [n, K] as float32 (see constraints.py), or
+        None when no doc of the batch constrains any token (no whitespace
+        token, sentence boundary or preset entity): the CRF's own constraints
+        are then all there is. Models of conll_crf.BiLSTMCRF.v1 get whitespace
+        only, as before."""
         full = bool(self.model.attrs.get("doc_constraints", False))
         index = TagIndex(self.tags, self.cfg["scheme"])
+        allowed = [doc_constraints(doc, index, sentences=full, presets=full) for doc in docs]
+        if all(a.all() for a in allowed):
+            return None
         ops = self.model.ops
-        return [ops.asarray2f(doc_constraints(doc, index, sentences=full, presets=full).astype("float32")) for doc in docs]
+        return [ops.asarray2f(a.astype("float32")) for a in allowed]
 
     # -- predict --------------------------------------------------------------------------
 
@@ -265,10 +271,12 @@ class CRFEntityRecognizer(TrainablePipe):
             module.eval()
             try:
                 with torch.no_grad():
-                    for doc, x, allowed in zip(nonempty, Xs, self._constraints(nonempty)):
+                    constraints = self._constraints(nonempty) or [None] * len(nonempty)
+                    for doc, x, allowed in zip(nonempty, Xs, constraints):
                         xt = torch.as_tensor(self.model.ops.to_numpy(x)).unsqueeze(0).to(next(module.parameters()).device)
                         em = module.emissions(xt, torch.tensor([len(doc)]))[0]
-                        em = em.masked_fill(~torch.as_tensor(self.model.ops.to_numpy(allowed) > 0, device=em.device), float("-inf"))
+                        if allowed is not None:
+                            em = em.masked_fill(~torch.as_tensor(self.model.ops.to_numpy(allowed) > 0, device=em.device), float("-inf"))
                         out[id(doc)] = em.float().cpu().numpy()
             finally:
                 module.train(was_training)

@@ -24,7 +24,7 @@ where the two disagree at a token (the gold tag is never made impossible).
 from typing import Dict, List, Optional, Sequence
 
 import numpy
-from spacy.attrs import IS_SPACE, SENT_START
+from spacy.attrs import ENT_IOB, IS_SPACE, SENT_START
 from spacy.tokens import Doc
 
 from .tags import OUTSIDE, split_tag
@@ -67,15 +67,15 @@ def doc_constraints(
     allowed = numpy.ones((n, K), dtype=bool)
     if n == 0:
         return allowed
-    space = doc.to_array(IS_SPACE).astype(bool)
-    allowed[space] = tag_index.outside
+    space, sent, iob = doc.to_array([IS_SPACE, SENT_START, ENT_IOB]).T
+    allowed[space.astype(bool)] = tag_index.outside
     if sentences and n > 1:
-        values = doc.to_array(SENT_START) if sent_starts is None else numpy.asarray(sent_starts)
+        values = sent if sent_starts is None else numpy.asarray(sent_starts)
         starts = numpy.flatnonzero(values[1:] == 1) + 1
         if len(starts):
             allowed[starts] &= ~tag_index.cannot_start_sentence
             allowed[starts - 1] &= ~tag_index.cannot_end_sentence
-    if presets:
+    if presets and ((iob == 1) | (iob == 3)).any():  # any preset entity (I or B)
         for ent in doc.ents:
             ids = tag_index.entity_tags(ent.label_, len(ent))
             rows = allowed[ent.start : ent.end]
