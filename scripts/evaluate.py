@@ -16,6 +16,9 @@ Scores CORPUS_DIR/test.spacy, or dev.spacy where there is no test corpus.
    without --gold-preproc does for Docs with known whitespace; CoNLL has none
    (the converted Docs have unknown spaces), and for such Docs spaCy's Corpus
    silently falls back to the gold tokens, so the CLI would score mode 1 again.
+3. raw text with spaCy's rule-based sentencizer added before the entity
+   recognizer (when the pipeline has no sentence component of its own), as an
+   app can do -> OUT_DIR/raw_text_sentencizer.json.
 Both give ents_p, ents_r, ents_f, ents_per_type and words/s (None where there
 is nothing to score: no gold and no predicted entity). Mode 1 runs the pipeline
 once, and on the way counts the predicted tag sequences that are invalid for the
@@ -117,6 +120,22 @@ def fmt(score: Optional[float]) -> str:
     return "n/a" if score is None else f"{score:.4f}"
 
 
+def raw_with_sentencizer(nlp, refs, args, base: Dict) -> None:
+    """Mode 3: raw text with spaCy's rule-based sentencizer first (what an app
+    gets by adding it before the entity recognizer; crf_ner and spaCy's ner
+    both respect sentence starts). Skipped for pipelines with a sentence
+    component of their own."""
+    if any(name in nlp.pipe_names for name in ("sentencizer", "senter", "parser")):
+        return
+    nlp.add_pipe("sentencizer", first=True)
+    sent = nlp.evaluate([Example(nlp.make_doc(r.text), r) for r in refs], batch_size=args.batch_size)
+    out = {**base, "mode": "raw text re-tokenized by the pipeline, spaCy's sentencizer before the entity recognizer",
+           "ents_p": sent.get("ents_p"), "ents_r": sent.get("ents_r"), "ents_f": sent.get("ents_f"),
+           "ents_per_type": sent.get("ents_per_type"), "words_per_second": sent.get("speed")}
+    (args.out_dir / "raw_text_sentencizer.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"raw text + sentencizer: P {fmt(out['ents_p'])} R {fmt(out['ents_r'])} F {fmt(out['ents_f'])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
@@ -125,6 +144,7 @@ def main() -> None:
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-gold-sentences", action="store_true", help="gold-token mode without the gold sentence starts")
+    parser.add_argument("--sentencizer-only", action="store_true", help="only mode 3 (raw text + sentencizer)")
     args = parser.parse_args()
     if args.gpu_id >= 0:
         spacy.require_gpu(args.gpu_id)
@@ -136,6 +156,10 @@ def main() -> None:
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
     n_words = sum(len(d) for d in refs)
     machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
+    if args.sentencizer_only:
+        base = {"model": args.model, "corpus": str(corpus), "machine": machine}
+        raw_with_sentencizer(nlp, refs, args, base)
+        return
 
     # 1. gold tokens, whole articles
     inputs = gold_token_docs(nlp.vocab, refs, sentences=not args.no_gold_sentences)
@@ -192,6 +216,8 @@ def main() -> None:
     raw_path.write_text(json.dumps(raw_out, indent=2) + "\n")
     print(f"raw text:    P {fmt(raw_out['ents_p'])} R {fmt(raw_out['ents_r'])} F {fmt(raw_out['ents_f'])}, "
           f"{raw_out['words_per_second'] or 0:,.0f} words/s")
+
+    raw_with_sentencizer(nlp, refs, args, raw_out)
     if not agree:
         sys.exit("spaCy's ents scores and conlleval's disagree")
 

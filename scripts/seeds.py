@@ -2,7 +2,7 @@
 
     python scripts/seeds.py train CONFIG_NAME --seeds 1 2 3 [--name NAME] [--gpu-id -1] [overrides ...]
     python scripts/seeds.py evaluate [--runs training/seeds] [--corpus corpus]
-    python scripts/seeds.py summarize [--runs training/seeds] [--baseline cpu_ner] [--md PATH] [--json PATH] [--png PATH]
+    python scripts/seeds.py summarize [--runs training/seeds] [--baseline cpu_ner] [--pair NAME=BASELINE ...] [--md PATH] [--json PATH] [--png PATH]
 
 `train` trains configs/CONFIG_NAME.cfg once per seed (--system.seed and
 --training.seed; extra `--section.key value` overrides are passed on, e.g. an
@@ -43,9 +43,11 @@ def train(args, extra: List[str]) -> None:
 def evaluate(args) -> None:
     # finished runs only: train.py writes train_meta.json at the end (model-best exists from the first evaluation on)
     for run in sorted(p for p in args.runs.iterdir() if RUN.match(p.name) and (p / "train_meta.json").exists()):
-        if (run / "eval" / "raw_text.json").exists():
+        if (run / "eval" / "raw_text_sentencizer.json").exists():
             continue
         cmd = [sys.executable, str(ROOT / "scripts/evaluate.py"), str(run / "model-best"), str(args.corpus), str(run / "eval")]
+        if (run / "eval" / "raw_text.json").exists():  # scored before mode 3 existed: add it
+            cmd.append("--sentencizer-only")
         print(" ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
 
@@ -56,6 +58,7 @@ def run_scores(run: Path) -> Dict[str, float]:
     best = max(evals, key=lambda r: r["score"])
     gold = json.loads((run / "eval/gold_tokens.json").read_text())
     raw = json.loads((run / "eval/raw_text.json").read_text())
+    sent = run / "eval/raw_text_sentencizer.json"
     meta = json.loads((run / "train_meta.json").read_text())
     return {
         "dev_f_best": 100 * best["score"],
@@ -63,6 +66,7 @@ def run_scores(run: Path) -> Dict[str, float]:
         "gold_f": 100 * (gold["ents_f"] or 0.0),
         "conlleval_f": 100 * gold["conlleval"]["ents_f"],
         "raw_f": 100 * (raw["ents_f"] or 0.0),
+        "raw_sent_f": 100 * (json.loads(sent.read_text())["ents_f"] or 0.0) if sent.exists() else float("nan"),
         "invalid": sum(gold["invalid_tag_sequences"].values()),
         "crossing": gold.get("entities_across_sentence_starts", 0),
         "train_minutes": meta["wall_seconds"] / 60,
@@ -70,7 +74,8 @@ def run_scores(run: Path) -> Dict[str, float]:
 
 
 METRICS = [("dev_f_best", "dev F (best, during training)"), ("gold_f", "gold tokens F"), ("conlleval_f", "conlleval F"),
-           ("raw_f", "raw text F"), ("train_minutes", "training minutes")]
+           ("raw_f", "raw text F"), ("raw_sent_f", "raw text + sentencizer F"), ("train_minutes", "training minutes")]
+LEADS = ("dev_f_best", "gold_f", "raw_f", "raw_sent_f")
 
 
 def mean_sd(values: List[float]) -> Dict[str, float]:
@@ -91,20 +96,23 @@ def summarize(args) -> None:
         row["invalid"] = sum(r["invalid"] for r in runs.values())
         row["crossing"] = sum(r["crossing"] for r in runs.values())
         row["runs"] = runs
-        base = groups.get(args.baseline)
-        if base and name != args.baseline:
+        baseline = dict(p.split("=", 1) for p in args.pair).get(name, args.baseline)
+        base = groups.get(baseline)
+        if base and name != baseline and name not in dict(p.split("=", 1) for p in args.pair).values():
             shared = sorted(set(runs) & set(base))
             if shared:
-                for key in ("dev_f_best", "gold_f", "raw_f"):
+                for key in LEADS:
                     row[f"lead_{key}"] = mean_sd([runs[s][key] - base[s][key] for s in shared])
                 row["lead_seeds"] = shared
+                row["baseline"] = baseline
         summary[name] = row
-    lines = ["| run | seeds | " + " | ".join(label for _, label in METRICS) + f" | lead over {args.baseline}: dev / gold / raw | invalid seqs | across sentences |",
-             "|---|---|" + "---|" * len(METRICS) + "---|---|---|"]
+    lines = ["| run | seeds | " + " | ".join(label for _, label in METRICS) + " | baseline | lead: dev / gold / raw / raw + sentencizer | invalid seqs | across sentences |",
+             "|---|---|" + "---|" * len(METRICS) + "---|---|---|---|"]
     for name, row in summary.items():
         cells = [f"{row[k]['mean']:.2f} ± {row[k]['sd']:.2f}" for k, _ in METRICS]
-        lead = " / ".join(f"{row[f'lead_{k}']['mean']:+.2f} ± {row[f'lead_{k}']['sd']:.2f}" for k in ("dev_f_best", "gold_f", "raw_f")) if "lead_seeds" in row else "-"
-        lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells) + f" | {lead} | {row['invalid']} | {row['crossing']} |")
+        lead = " / ".join(f"{row[f'lead_{k}']['mean']:+.2f} ± {row[f'lead_{k}']['sd']:.2f}" for k in LEADS) if "lead_seeds" in row else "-"
+        lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells)
+                     + f" | {row.get('baseline', '-')} | {lead} | {row['invalid']} | {row['crossing']} |")
     table = "\n".join(lines)
     print(table)
     print("(mean ± sample standard deviation over the seeds; dev = eng.testa; gold tokens with gold sentence starts)")
@@ -158,6 +166,8 @@ def main() -> None:
     s = sub.add_parser("summarize")
     s.add_argument("--runs", type=Path, default=ROOT / "training/seeds")
     s.add_argument("--baseline", default="cpu_ner")
+    s.add_argument("--pair", action="append", default=[], metavar="NAME=BASELINE",
+                   help="compare NAME with BASELINE instead of --baseline (e.g. both trained on the same augmented data)")
     s.add_argument("--md", type=Path, default=None)
     s.add_argument("--json", type=Path, default=None)
     s.add_argument("--png", type=Path, default=None)

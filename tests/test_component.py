@@ -260,3 +260,46 @@ def test_softmax_ablation_trains():
 def test_scoring(trained_nlp):
     scores = trained_nlp.evaluate(examples(trained_nlp))
     assert scores["ents_f"] == 1.0 and set(scores["ents_per_type"]) == {"PER", "ORG", "LOC", "MISC"}
+
+
+@pytest.mark.parametrize("factory", ["crf_ner", "ner"])
+def test_transformer_with_spelling_features(tiny_transformer, factory):
+    """conll_crf.WithSpelling.v1: the listener's vectors + hashed spelling features, for crf_ner and spaCy's
+    ner alike; both branches learn, and a save/load round trip keeps the predictions."""
+    pytest.importorskip("spacy_transformers")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": {
+        "@architectures": "spacy-transformers.TransformerModel.v3", "name": tiny_transformer,
+        "tokenizer_config": {"use_fast": True},
+        "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 16, "stride": 12}}})
+    tok2vec = {
+        "@architectures": "conll_crf.WithSpelling.v1",
+        "tok2vec": {"@architectures": "spacy-transformers.TransformerListener.v1", "grad_factor": 1.0,
+                    "pooling": {"@layers": "reduce_mean.v1"}, "upstream": "*"},
+        "spelling": {"@architectures": "conll_crf.HashCharEmbed.v1", "width": 16, "rows": [500, 100, 200, 200],
+                     "char_width": 8, "char_rows": 500, "nM": 8, "nC": 4},
+    }
+    if factory == "crf_ner":
+        config = crf_config()
+        config["model"]["tok2vec"] = tok2vec
+    else:
+        config = {"model": {"@architectures": "spacy.TransitionBasedParser.v2", "state_type": "ner", "extra_state_tokens": False,
+                            "hidden_width": 32, "maxout_pieces": 2, "use_upper": True, "tok2vec": tok2vec}}
+    pipe = nlp.add_pipe(factory, config=config)
+    fix_random_seed(0)
+    train_examples = examples(nlp)
+    optimizer = nlp.initialize(get_examples=lambda: train_examples)
+    spelling = next(node for node in pipe.model.walk() if node.name == "with_spelling").layers[1]
+    before = [p.copy() for node in spelling.walk() for p in (node.get_param(n) for n in node.param_names)]
+    first = None
+    for _ in range(40):
+        losses = {}
+        nlp.update(train_examples, sgd=optimizer, losses=losses)
+        first = first if first is not None else losses[factory]
+    assert losses[factory] < first / 2
+    after = [node.get_param(n) for node in spelling.walk() for n in node.param_names]
+    assert any(not numpy.allclose(b, a) for b, a in zip(before, after))  # the spelling branch is trained
+    texts = [t for t, _ in TRAIN_DATA]
+    expected = [ents(d) for d in nlp.pipe(texts)]
+    nlp2 = spacy.util.load_model_from_config(nlp.config).from_bytes(nlp.to_bytes())
+    assert [ents(d) for d in nlp2.pipe(texts)] == expected

@@ -200,3 +200,13 @@ def test_a_batch_of_empty_sequences(scheme):
     assert spans.shape == (0, 4) and probs.shape == (0,)
     assert crf.entity_probabilities(em, torch.zeros(0, 4, dtype=torch.long), mask).shape == (0,)
     assert crf.path_entities(crf.viterbi(em, mask)[1]).shape == (0, 4)
+
+
+def test_log0_matches_torch_log():
+    """The fast log of the scaled recursions: exactly torch.log, -inf at 0 (and for denormals too)."""
+    from conll_crf.crf import _log0
+
+    x = torch.tensor([0.0, 5e-324, 1e-310, 2.2250738585072014e-308, 1e-300, 0.5, 1.0, 3.0], dtype=torch.float64)
+    assert torch.equal(_log0(x), torch.log(x))
+    assert torch.equal(_log0(x.float()), torch.log(x.float()))
+    assert torch.equal(_log0(torch.zeros(0)), torch.zeros(0))

@@ -194,3 +194,18 @@ def build_hash_char_embed(
         MultiHashEmbed(width=width, attrs=attrs, rows=rows, include_static_vectors=False),
         CharacterEmbed(width=char_width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature="NORM"),
     )
+
+
+@registry.architectures("conll_crf.WithSpelling.v1")
+def build_with_spelling(
+    tok2vec: Model[List[Doc], List[Floats2d]], spelling: Model[List[Doc], List[Floats2d]]
+) -> Model[List[Doc], List[Floats2d]]:
+    """The token vectors of `tok2vec` (e.g. a TransformerListener) concatenated
+    with `spelling` features of the same tokens (e.g. conll_crf.HashCharEmbed.v1:
+    hashed shape, prefix and suffix, and the characters with their case). For
+    uncased encoders such as all-MiniLM-L6-v2, which cannot see the case that
+    carries much of CoNLL-2003's signal; usable by spaCy's `ner` as its tok2vec
+    too, so a baseline can get the same features."""
+    model = concatenate(tok2vec, spelling)
+    model.name = "with_spelling"
+    return model

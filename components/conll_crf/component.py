@@ -17,6 +17,7 @@ scripts/calibrate.py) scales the scores before the probabilities, never the
 decoding. Scored by `spacy.ner_scorer.v1`.
 """
 import random
+from functools import lru_cache
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -232,7 +233,7 @@ class CRFEntityRecognizer(TrainablePipe):
         are then all there is. Models of conll_crf.BiLSTMCRF.v1 get whitespace
         only, as before."""
         full = bool(self.model.attrs.get("doc_constraints", False))
-        index = TagIndex(self.tags, self.cfg["scheme"])
+        index = _tag_index(tuple(self.tags), self.cfg["scheme"])
         allowed = [doc_constraints(doc, index, sentences=full, presets=full) for doc in docs]
         if all(a.all() for a in allowed):
             return None
@@ -374,7 +375,7 @@ class CRFEntityRecognizer(TrainablePipe):
                         f"this component does not know (labels: {', '.join(self.labels)}); it is not ignored "
                         f"silently. Re-initialize the component with it (nlp.initialize) or leave it out of the data."
                     )
-            out.append(self.model.ops.asarray(target))
+            out.append(target)
         return out
 
     def update(
@@ -393,12 +394,13 @@ class CRFEntityRecognizer(TrainablePipe):
         if not any(len(eg.predicted) for eg in examples):
             return losses  # nothing to learn from (empty docs only)
         docs = [eg.predicted for eg in examples]
-        targets = self._targets(examples)
+        targets_np = self._targets(examples)  # built on the host; one copy each to the device
+        targets = [self.model.ops.asarray2f(t) for t in targets_np]
         constraints = None
         if self.model.attrs.get("doc_constraints", False):
             constraints = [
-                self.model.ops.asarray2f(relax_for_gold(c, self.model.ops.to_numpy(t)).astype("float32"))
-                for c, t in zip(self._training_constraints(examples), targets)
+                self.model.ops.asarray2f(relax_for_gold(c, t).astype("float32"))
+                for c, t in zip(self._training_constraints(examples), targets_np)
             ]
         nll, backprop = self.model.begin_update((docs, targets, constraints, None))
         loss, d_nll = self.get_loss(examples, nll)
@@ -415,7 +417,7 @@ class CRFEntityRecognizer(TrainablePipe):
         sentence-split doc, except for a `sentence_dropout` fraction of them
         (drawn from `random`, which spaCy seeds), trained as unsplit text.
         Preset entities of the predicted doc count too."""
-        index = TagIndex(self.tags, self.cfg["scheme"])
+        index = _tag_index(tuple(self.tags), self.cfg["scheme"])
         out = []
         for eg in examples:
             starts = None
@@ -434,6 +436,12 @@ class CRFEntityRecognizer(TrainablePipe):
         if not numpy.isfinite(loss):
             raise ValueError("[crf_ner] the loss is not finite")
         return loss, self.model.ops.alloc1f(len(nll)) + 1.0
+
+
+@lru_cache(maxsize=16)
+def _tag_index(tags: tuple, scheme: str) -> TagIndex:
+    """The TagIndex of a tag set (built once per tag set, not per batch)."""
+    return TagIndex(list(tags), scheme)
 
 
 def _by_doc(n_docs: int, rows: numpy.ndarray, probs: numpy.ndarray):
