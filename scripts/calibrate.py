@@ -91,10 +91,23 @@ def auroc(conf: numpy.ndarray, correct: numpy.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def ece_floor(conf: numpy.ndarray, draws: int = 200, seed: int = 0) -> float:
+    """The ECE that a perfectly calibrated model with these confidences would
+    show on this many entities (mean over `draws` simulated outcomes, each
+    entity correct with probability = its confidence): the estimator's noise
+    floor, since ECE over finite bins is biased upwards."""
+    if len(conf) == 0:
+        return float("nan")
+    rng = numpy.random.default_rng(seed)
+    conf = numpy.clip(conf, 0.0, 1.0)
+    return float(numpy.mean([ece(conf, (rng.random(len(conf)) < conf).astype(float)) for _ in range(draws)]))
+
+
 def metrics(conf: numpy.ndarray, correct: numpy.ndarray) -> Dict[str, float]:
     conf = numpy.clip(conf, 0.0, 1.0)
     return {
         "ece": ece(conf, correct),
+        "ece_of_a_calibrated_model": ece_floor(conf),
         "brier": float(((conf - correct) ** 2).mean()) if len(conf) else float("nan"),
         "average_precision": average_precision(conf, correct),
         "auroc": auroc(conf, correct),
@@ -335,7 +348,7 @@ def main() -> None:
                                                f"{Path(args.model).parent.name}/{Path(args.model).name}: {args.corpus.name}, T = {t_all:.2f}")
     (args.out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
     for key, m in report["held_out"].items():
-        print(f"{key:28s} ECE {m['ece']:.4f}  Brier {m['brier']:.4f}  AP {m['average_precision']:.4f}  AUROC {m['auroc']:.4f}  ({m['entities']} entities)")
+        print(f"{key:28s} ECE {m['ece']:.4f} (a calibrated model's: {m['ece_of_a_calibrated_model']:.4f})  Brier {m['brier']:.4f}  AP {m['average_precision']:.4f}  AUROC {m['auroc']:.4f}  ({m['entities']} entities)")
     print(f"temperatures fitted on the halves: {fitted[0]:.3f}, {fitted[1]:.3f}; on all of {args.corpus.name}: {t_all:.3f}")
     if args.write:
         pipe.cfg["temperature"] = float(t_all)

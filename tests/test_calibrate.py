@@ -36,3 +36,13 @@ def test_auroc_and_average_precision_match_their_definitions():
     want = numpy.mean([hits[: i + 1].mean() for i in range(len(hits)) if hits[i]])
     assert calibrate.average_precision(conf, correct) == pytest.approx(want)
     assert calibrate.average_precision(numpy.array([0.9, 0.1]), numpy.array([True, False])) == 1.0
+
+
+def test_ece_floor_is_the_noise_of_a_calibrated_model():
+    """Confidences 0 or 1 leave no noise (floor 0); many mid confidences give a floor that shrinks with the count."""
+    assert calibrate.ece_floor(numpy.array([0.0, 1.0, 1.0])) == 0.0
+    rng = numpy.random.default_rng(1)
+    small, large = rng.uniform(0.3, 1.0, 300), rng.uniform(0.3, 1.0, 30000)
+    f_small, f_large = calibrate.ece_floor(small, draws=50), calibrate.ece_floor(large, draws=20)
+    assert 0.0 < f_large < f_small < 0.1
+    assert f_small / f_large == pytest.approx(10, rel=0.5)  # 1/sqrt(n): 100x the entities, about a tenth the floor
