@@ -90,15 +90,16 @@ def summarize(args) -> None:
             groups.setdefault(m["name"], {})[int(m["seed"])] = run_scores(run)
     if not groups:
         sys.exit(f"no evaluated runs under {args.runs} (run `seeds.py evaluate` first)")
+    pairs = dict(p.split("=", 1) for p in args.pair)  # NAME -> its own baseline
     summary = {}
     for name, runs in groups.items():
         row = {"seeds": sorted(runs), **{k: mean_sd([r[k] for r in runs.values()]) for k, _ in METRICS}}
         row["invalid"] = sum(r["invalid"] for r in runs.values())
         row["crossing"] = sum(r["crossing"] for r in runs.values())
         row["runs"] = runs
-        baseline = dict(p.split("=", 1) for p in args.pair).get(name, args.baseline)
+        baseline = pairs.get(name, args.baseline)
         base = groups.get(baseline)
-        if base and name != baseline and name not in dict(p.split("=", 1) for p in args.pair).values():
+        if base and name != baseline and name not in pairs.values():
             shared = sorted(set(runs) & set(base))
             if shared:
                 for key in LEADS:
