@@ -1,7 +1,8 @@
 """The BiLSTM-CRF head: a torch module and its thinc wrapper.
 
-`BiLSTMCRFModule` (pure torch) maps token vectors [B, T, D] to emissions
-[B, T, K] through an optional BiLSTM over packed sequences, and owns the
+`BiLSTMCRFModule` (pure torch) maps token vectors (the docs' rows one after
+another [N, D], or right-padded [B, T, D]) to emissions [B, T, K] through an
+optional BiLSTM over packed sequences, and owns the
 `LinearChainCRF`. Its sizes (input width, tags) are known only when the spaCy
 component initializes, so it is built lazily; its serialized form is a
 safetensors blob whose metadata holds those sizes, so deserializing rebuilds it
@@ -9,8 +10,9 @@ before the weights load, and loading never unpickles anything.
 
 `bilstm_crf_head` wraps it with thinc's PyTorchWrapper_v3 (with `HeadShim`,
 which makes parameter averaging and a learning-rate scale reach the torch
-weights). Input: (token vectors: List[Floats2d], targets or None, constraints
-or None, confidence or None). targets: per doc a float32 0/1 array
+weights), which hands the module the rows of all docs at once. Input: (token
+vectors: List[Floats2d], targets or None, constraints or None, confidence or
+None). targets: per doc a float32 0/1 array
 [n_tokens, K], the tags each token's annotation admits; with them the output
 is the NLL per doc. constraints: per doc a float32 0/1 array [n_tokens, K],
 the tags a token may take at all (whitespace, sentence boundaries, preset
@@ -32,7 +34,7 @@ from thinc.api import ArgsKwargs, Model, PyTorchShim, PyTorchWrapper_v3, torch2x
 from thinc.types import Floats1d, Floats2d
 from thinc.util import get_torch_default_device
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from .crf import LinearChainCRF, NEG_INF
 from .tags import MODEL_SCHEMES
@@ -78,14 +80,29 @@ class BiLSTMCRFModule(nn.Module):
         self.built = True
 
     def emissions(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """x [B, T, D] right-padded, lengths [B] (CPU int64) -> emissions [B, T, K]."""
-        h = self.dropout(x)
+        """Emissions [B, T, K] (T: the longest length; 0 past each length) of
+        token vectors ``x``: the docs' rows one after another [N, D], or right-
+        padded [B, T', D] (T' >= T). ``lengths`` [B]: CPU int64.
+
+        The BiLSTM reads the packed sequence built straight from the rows (one
+        gather) and the output layer maps the packed rows, so only the [N, K]
+        emissions are scattered into the padded batch: nothing D- or 2H-wide
+        is padded, sorted or unpacked."""
+        B, K = lengths.numel(), self.output.out_features
+        T = int(lengths.max()) if B else 0
+        if x.dim() == 3:
+            first = torch.arange(B, dtype=torch.long) * x.size(1)
+            x = x.reshape(-1, x.size(2))
+        else:
+            first = torch.cumsum(lengths, 0) - lengths
+        src, dst, batch_sizes = _packing(lengths, first, T)
+        if src.numel() == 0:
+            return x.new_zeros(B, T, K)
+        h = self.dropout(x.index_select(0, src.to(x.device)))  # [N, D], time-major packed order
         if self.lstm is not None:
-            packed = pack_padded_sequence(h, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
-            out, _ = self.lstm(packed)
-            h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-            h = self.dropout(h)
-        return self.output(h)
+            h = self.dropout(self.lstm(PackedSequence(h, batch_sizes))[0].data)
+        em = self.output(h)
+        return em.new_zeros(B * T, K).index_copy(0, dst.to(em.device), em).view(B, T, K)
 
     def forward(
         self,
@@ -104,8 +121,8 @@ class BiLSTMCRFModule(nn.Module):
         tags each token may take (-inf emissions elsewhere), in both modes."""
         if not self.built:
             raise ValueError("BiLSTMCRFModule used before it was built (initialize the pipeline first)")
-        mask = torch.arange(x.size(1), device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
         em = self.emissions(x, lengths)
+        mask = torch.arange(em.size(1), device=em.device).unsqueeze(0) < lengths.to(em.device).unsqueeze(1)
         if self.cfg["decoder"] == "softmax":
             return self._softmax(em, mask, allowed, constraints)
         if constraints is not None:
@@ -134,6 +151,23 @@ class BiLSTMCRFModule(nn.Module):
         if constraints is not None:
             log_p = log_p.masked_fill(~constraints, NEG_INF)
         return log_p.argmax(2).masked_fill(~mask, -1)
+
+
+def _packing(lengths: Tensor, first: Tensor, T: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Indices of a packed batch (torch's PackedSequence layout: time-major,
+    docs by decreasing length, ties in batch order; empty docs left out):
+    ``src`` [N] the row of each packed position in the input (doc b's token t
+    is row first[b] + t), ``dst`` [N] its row in the padded [B * T] batch, and
+    the batch sizes per step [T'] (T' = T, or 0 when every doc is empty).
+    Host-side integer work on [T, B]."""
+    order = torch.argsort(lengths, descending=True, stable=True)
+    sorted_len = lengths[order]
+    t = torch.arange(T, dtype=torch.long).unsqueeze(1)  # [T, 1]
+    valid = t < sorted_len.unsqueeze(0)  # [T, B]
+    src = (first[order].unsqueeze(0) + t)[valid]
+    dst = (order.unsqueeze(0) * T + t)[valid]
+    batch_sizes = valid.sum(1)
+    return src, dst, batch_sizes[batch_sizes > 0]
 
 
 # --- serialization without pickle ---------------------------------------------------------
@@ -167,7 +201,9 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
     Xs, targets, constraints, confidence = inputs
     ops = model.ops
     lengths = [len(x) for x in Xs]
-    x = xp2torch(_pad(ops, Xs), requires_grad=is_train)  # [B, T, D]
+    # the docs' rows one after another [N, D] (empty docs may have any width: a
+    # transformer listener gives (0, 0) for one); the module packs them itself
+    x = xp2torch(ops.xp.concatenate([x for x in Xs if len(x)]), requires_grad=is_train)
     lengths_t = torch.tensor(lengths, dtype=torch.long)
     kwargs = {}
     if targets is not None:
@@ -178,7 +214,7 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
         kwargs["confidence"] = confidence
 
     def backprop(d_inputs: ArgsKwargs) -> List[Floats2d]:
-        return ops.unpad(torch2xp(d_inputs.args[0]), lengths)
+        return ops.unflatten(torch2xp(d_inputs.args[0]), ops.asarray1i(lengths))
 
     return ArgsKwargs(args=(x, lengths_t), kwargs=kwargs), backprop
 
