@@ -226,6 +226,27 @@ def test_empty_batch_update():
     assert losses["crf_ner"] > 0
 
 
+def test_training_dropout_reaches_the_tok2vec():
+    """nlp.update(drop=...) ([training] dropout) sets the tok2vec's dropout
+    layers, as spaCy's own components do; the BiLSTM head keeps its own rate
+    (the architecture's `dropout`, 0 here)."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config())
+    train_examples = examples(nlp)
+    nlp.initialize(get_examples=lambda: train_examples)
+    pipe = nlp.get_pipe("crf_ner")
+    nodes = [n for n in pipe.model.get_ref("tok2vec").walk() if "dropout_rate" in n.attrs]
+    assert nodes
+    fix_random_seed(0)
+    pipe.update(train_examples, drop=0.3)  # no optimizer: the weights stay as they are
+    assert all(n.attrs["dropout_rate"] == 0.3 for n in nodes)
+    without = [pipe.update(train_examples, drop=0.0)["crf_ner"] for _ in range(2)]
+    assert without[0] == pytest.approx(without[1], rel=1e-6)
+    assert all(n.attrs["dropout_rate"] == 0.0 for n in nodes)
+    with_drop = [pipe.update(train_examples, drop=0.5)["crf_ner"] for _ in range(2)]
+    assert with_drop[0] != pytest.approx(with_drop[1], rel=1e-6)  # random masks: dropout is in effect
+
+
 def test_no_invalid_tag_sequence_ever(trained_nlp):
     pipe = trained_nlp.get_pipe("crf_ner")
     # random, untrained-looking inputs: many unseen words

@@ -27,7 +27,7 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from . import architectures, loggers  # noqa: F401  (registers the architectures and logger)
 from .constraints import TagIndex, doc_constraints, relax_for_gold
@@ -307,17 +307,22 @@ class CRFEntityRecognizer(TrainablePipe):
             to_np = self.model.ops.to_numpy
             ents, ent_p = _by_doc(len(docs), to_np(predicted.entities), to_np(predicted.entity_probs))
             cands, cand_p = _by_doc(len(docs), to_np(predicted.candidates), to_np(predicted.candidate_probs))
-        for i, (doc, names) in enumerate(zip(docs, self.tag_names(predicted))):
+        names = None if scored else self.tag_names(predicted)
+        for i, doc in enumerate(docs):
             presets = list(doc.ents)
-            taken = numpy.zeros(len(doc), dtype=bool)
-            for ent in presets:
-                taken[ent.start : ent.end] = True
-            spans = self.decode(names)
-            if scored:
-                prob = {(s, e, labels[x]): p for (s, e, x), p in zip(ents[i], ent_p[i])}
+            if scored:  # the Viterbi path's entities, as the CRF read them off the path
+                spans = [(s, e, labels[x]) for s, e, x in ents[i]]
+                prob = dict(zip(spans, ent_p[i]))
                 spans = [sp for sp in spans if prob[sp] >= self.threshold]
-            new = [Span(doc, s, e, label=label) for s, e, label in spans if not taken[s:e].any()]
-            doc.ents = sorted(presets + new, key=lambda sp: sp.start)
+            else:
+                spans = self.decode(names[i])
+            if presets:
+                taken = numpy.zeros(len(doc), dtype=bool)
+                for ent in presets:
+                    taken[ent.start : ent.end] = True
+                spans = [sp for sp in spans if not taken[sp[0] : sp[1]].any()]
+            new = [Span(doc, s, e, label=label) for s, e, label in spans]
+            doc.ents = sorted(presets + new, key=lambda sp: sp.start) if presets else new
             if scored:
                 self._set_scored_spans(doc, presets, new, prob, cands[i], cand_p[i])
 
@@ -402,6 +407,7 @@ class CRFEntityRecognizer(TrainablePipe):
                 self.model.ops.asarray2f(relax_for_gold(c, t).astype("float32"))
                 for c, t in zip(self._training_constraints(examples), targets_np)
             ]
+        set_dropout_rate(self.model, drop)  # [training] dropout reaches the tok2vec's layers (the head has its own)
         nll, backprop = self.model.begin_update((docs, targets, constraints, None))
         loss, d_nll = self.get_loss(examples, nll)
         backprop(d_nll)
