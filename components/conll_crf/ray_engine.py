@@ -35,6 +35,7 @@ logger = logging.getLogger("conll_crf.annotate")
 
 
 MAX_SHARD_RETRIES = 3
+SHARDS_IN_FLIGHT = 2  # per actor
 
 
 class ShardWorker:
@@ -93,9 +94,10 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
                 "annotator_kwargs": cfg.annotator_kwargs(), "use_gpu": cfg.gpus_per_worker > 0,
             },
             batch_size=1,
-            # one shard in flight per actor: a free actor takes the next shard, so no actor sits idle
-            # at the end while another still has queued shards (each task runs for seconds)
-            compute=ray.data.ActorPoolStrategy(size=cfg.workers, max_tasks_in_flight_per_actor=1),
+            # two shards in flight per actor: the next shard is queued while one runs, so an actor never
+            # waits for the driver's scheduling loop between shards (with one in flight it idled ~0.17 s per
+            # shard on 2 busy cores, 8% of the job); at the end an actor idles for at most one shard
+            compute=ray.data.ActorPoolStrategy(size=cfg.workers, max_tasks_in_flight_per_actor=SHARDS_IN_FLIGHT),
             num_cpus=threads,
             num_gpus=cfg.gpus_per_worker or None,
             runtime_env={"env_vars": env},
