@@ -21,7 +21,9 @@ could compute instead from the same CRF (the mean and the minimum over the
 entity's tokens of the marginal of its predicted tag, as HF pipelines average
 softmaxes). With --beam, the same metrics for spaCy's beam_ner entity scores
 (the beam's probability mass of each entity, from `scored_ents`-style beam
-parses), no temperature.
+parses), no temperature. Also, in-sample on the whole corpus, the ECE over a
+grid of temperatures (`temperature_scan`): the lowest ECE any single
+temperature reaches there, which no fitted temperature can beat held out.
 
 Writes OUT_DIR/calibration.json, OUT_DIR/reliability.png (reliability
 diagram) and OUT_DIR/threshold.png (precision and recall of doc.ents as
@@ -193,6 +195,22 @@ def fit_temperature(items: Sequence[DocEntities]) -> float:
     return math.exp((lo + hi) / 2)
 
 
+SCAN_TEMPERATURES = (1.0, 1.2, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1, 2.2, 2.4, 2.6, 3.0)
+
+
+def temperature_scan(items: Sequence[DocEntities]) -> List[Dict[str, float]]:
+    """ECE, Brier score and mean confidence over all the items (in-sample, no
+    held-out half) for a grid of temperatures: how low any single temperature
+    can bring the ECE on this corpus, a bound the fitted one cannot beat."""
+    correct = numpy.concatenate([d.correct for d in items]).astype(bool) if items else numpy.zeros(0, dtype=bool)
+    rows = []
+    for t in SCAN_TEMPERATURES:
+        conf = numpy.concatenate([d.probs(t) for d in items]) if items else numpy.zeros(0)
+        rows.append({"temperature": t, "ece": ece(conf, correct), "brier": float(((conf - correct) ** 2).mean()) if len(conf) else float("nan"),
+                     "mean_confidence": float(conf.mean()) if len(conf) else float("nan")})
+    return rows
+
+
 # -- spaCy's beam_ner ---------------------------------------------------------------------
 
 
@@ -344,12 +362,16 @@ def main() -> None:
          "mean token marginal": (cat["mean_tag"], correct), "min token marginal": (cat["min_tag"], correct)},
         args.out / "reliability.png", f"{Path(args.model).parent.name}/{Path(args.model).name}: predicted entities,\nheld-out halves of {args.corpus.name} (cross-fitted)",
     )
+    report["temperature_scan"] = temperature_scan(items)
     report["threshold_curve"] = plot_threshold(all_conf, all_correct, n_gold, args.out / "threshold.png",
                                                f"{Path(args.model).parent.name}/{Path(args.model).name}: {args.corpus.name}, T = {t_all:.2f}")
     (args.out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
     for key, m in report["held_out"].items():
         print(f"{key:28s} ECE {m['ece']:.4f} (a calibrated model's: {m['ece_of_a_calibrated_model']:.4f})  Brier {m['brier']:.4f}  AP {m['average_precision']:.4f}  AUROC {m['auroc']:.4f}  ({m['entities']} entities)")
     print(f"temperatures fitted on the halves: {fitted[0]:.3f}, {fitted[1]:.3f}; on all of {args.corpus.name}: {t_all:.3f}")
+    best = min(report["temperature_scan"], key=lambda r: r["ece"])
+    print(f"in-sample, on all of {args.corpus.name}: the lowest ECE one temperature reaches on the scan is "
+          f"{best['ece']:.4f} (T = {best['temperature']:.2f}); at the fitted T: {metrics(all_conf, all_correct)['ece']:.4f}")
     if args.write:
         pipe.cfg["temperature"] = float(t_all)
         nlp.to_disk(args.write)

@@ -46,3 +46,23 @@ def test_ece_floor_is_the_noise_of_a_calibrated_model():
     f_small, f_large = calibrate.ece_floor(small, draws=50), calibrate.ece_floor(large, draws=20)
     assert 0.0 < f_large < f_small < 0.1
     assert f_small / f_large == pytest.approx(10, rel=0.5)  # 1/sqrt(n): 100x the entities, about a tenth the floor
+
+
+def test_temperature_scan_reports_every_grid_point():
+    class Item:  # what temperature_scan reads of a DocEntities: probs(T) and correct
+        def __init__(self, logits, correct):
+            self.logits, self.correct = numpy.asarray(logits, dtype=float), numpy.asarray(correct, dtype=bool)
+
+        def probs(self, t):
+            return 1 / (1 + numpy.exp(-self.logits / t))
+
+    items = [Item([4.0, 2.0, -1.0], [True, True, False]), Item([3.0], [False])]
+    rows = calibrate.temperature_scan(items)
+    assert [r["temperature"] for r in rows] == list(calibrate.SCAN_TEMPERATURES)
+    conf = numpy.concatenate([i.probs(2.0) for i in items])
+    correct = numpy.array([True, True, False, False])
+    at2 = next(r for r in rows if r["temperature"] == 2.0)
+    assert at2["ece"] == pytest.approx(calibrate.ece(conf, correct))
+    assert at2["brier"] == pytest.approx(((conf - correct) ** 2).mean())
+    assert at2["mean_confidence"] == pytest.approx(conf.mean())
+    assert calibrate.temperature_scan([])[0]["mean_confidence"] != calibrate.temperature_scan([])[0]["mean_confidence"]  # NaN
