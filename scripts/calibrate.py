@@ -166,17 +166,26 @@ class DocEntities:
             return self.crf.entity_probabilities(self.em, self.spans, self.mask, temperature=temperature).numpy()
 
 
+def confidences(items: Sequence[DocEntities], temperature: float) -> numpy.ndarray:
+    """The predicted entities' probabilities at `temperature`, all items in order."""
+    return numpy.concatenate([d.probs(temperature) for d in items]) if items else numpy.zeros(0)
+
+
+def correctness(items: Sequence[DocEntities]) -> numpy.ndarray:
+    """Whether each predicted entity is correct, all items in order (bool)."""
+    return numpy.concatenate([d.correct for d in items]).astype(bool) if items else numpy.zeros(0, dtype=bool)
+
+
 def log_loss(items: Sequence[DocEntities], temperature: float) -> float:
-    conf = numpy.concatenate([d.probs(temperature) for d in items]) if items else numpy.zeros(0)
-    correct = numpy.concatenate([d.correct for d in items]) if items else numpy.zeros(0, dtype=bool)
-    conf = numpy.clip(conf, 1e-12, 1 - 1e-12)
+    conf = numpy.clip(confidences(items, temperature), 1e-12, 1 - 1e-12)
+    correct = correctness(items)
     return float(-(correct * numpy.log(conf) + (~correct) * numpy.log(1 - conf)).mean())
 
 
 def fit_temperature(items: Sequence[DocEntities]) -> float:
     """argmin over log T in [log 1/8, log 8] of the log loss (golden-section search, 40 steps);
     1.0 when there is no predicted entity, or only correct (or only wrong) ones, to fit on."""
-    correct = numpy.concatenate([d.correct for d in items]) if items else numpy.zeros(0, dtype=bool)
+    correct = correctness(items)
     if correct.all() or not correct.any():
         return 1.0
     lo, hi = math.log(1 / 8), math.log(8)
@@ -202,10 +211,10 @@ def temperature_scan(items: Sequence[DocEntities]) -> List[Dict[str, float]]:
     """ECE, Brier score and mean confidence over all the items (in-sample, no
     held-out half) for a grid of temperatures: how low any single temperature
     can bring the ECE on this corpus, a bound the fitted one cannot beat."""
-    correct = numpy.concatenate([d.correct for d in items]).astype(bool) if items else numpy.zeros(0, dtype=bool)
+    correct = correctness(items)
     rows = []
     for t in SCAN_TEMPERATURES:
-        conf = numpy.concatenate([d.probs(t) for d in items]) if items else numpy.zeros(0)
+        conf = confidences(items, t)
         rows.append({"temperature": t, "ece": ece(conf, correct), "brier": float(((conf - correct) ** 2).mean()) if len(conf) else float("nan"),
                      "mean_confidence": float(conf.mean()) if len(conf) else float("nan")})
     return rows
@@ -338,11 +347,11 @@ def main() -> None:
         t = fit_temperature([items[i] for i in halves[fit_half]])
         fitted.append(t)
         test = [items[i] for i in halves[test_half]]
-        pooled["t1"].append(numpy.concatenate([d.probs(1.0) for d in test]))
-        pooled["calibrated"].append(numpy.concatenate([d.probs(t) for d in test]))
+        pooled["t1"].append(confidences(test, 1.0))
+        pooled["calibrated"].append(confidences(test, t))
         pooled["mean_tag"].append(numpy.concatenate([d.mean_tag for d in test]))
         pooled["min_tag"].append(numpy.concatenate([d.min_tag for d in test]))
-        pooled["correct"].append(numpy.concatenate([d.correct for d in test]))
+        pooled["correct"].append(correctness(test))
     cat = {k: numpy.concatenate(v) for k, v in pooled.items()}
     correct = cat["correct"].astype(bool)
     report["cross_fitted_temperatures"] = fitted
@@ -354,8 +363,8 @@ def main() -> None:
     }
     t_all = fit_temperature(items)
     report["temperature"] = t_all
-    all_conf = numpy.concatenate([d.probs(t_all) for d in items])
-    all_correct = numpy.concatenate([d.correct for d in items]).astype(bool)
+    all_conf = confidences(items, t_all)
+    all_correct = correctness(items)
     n_gold = sum(d.n_gold for d in items)
     plot_reliability(
         {"CRF probability, T = 1": (cat["t1"], correct), f"CRF probability, T fitted ({fitted[0]:.2f}, {fitted[1]:.2f})": (cat["calibrated"], correct),
@@ -371,7 +380,7 @@ def main() -> None:
     print(f"temperatures fitted on the halves: {fitted[0]:.3f}, {fitted[1]:.3f}; on all of {args.corpus.name}: {t_all:.3f}")
     best = min(report["temperature_scan"], key=lambda r: r["ece"])
     print(f"in-sample, on all of {args.corpus.name}: the lowest ECE one temperature reaches on the scan is "
-          f"{best['ece']:.4f} (T = {best['temperature']:.2f}); at the fitted T: {metrics(all_conf, all_correct)['ece']:.4f}")
+          f"{best['ece']:.4f} (T = {best['temperature']:.2f}); at the fitted T: {ece(all_conf, all_correct):.4f}")
     if args.write:
         pipe.cfg["temperature"] = float(t_all)
         nlp.to_disk(args.write)
