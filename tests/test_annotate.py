@@ -199,6 +199,51 @@ def test_crf_ner_pipeline_runs_under_the_annotator(tmp_path):
     assert all(0 < e["score"] <= 1 for r in rows for e in r["entities"])
 
 
+def test_pipeline_factories_from_a_folder_a_package_layout_or_unknown(tmp_path, ruler_model):
+    from conll_crf.annotator import pipeline_factories
+
+    assert pipeline_factories(ruler_model) == {"entity_ruler"}
+    # an installed package keeps its pipeline in <lang>_<name>-<version>/ next to meta.json
+    package = tmp_path / "en_pkg"
+    package.mkdir()
+    spacy.load(ruler_model).to_disk(package / "en_pkg-1.2.3")
+    (package / "meta.json").write_text(json.dumps({"lang": "en", "name": "pkg", "version": "1.2.3"}))
+    assert pipeline_factories(str(package)) == {"entity_ruler"}
+    assert pipeline_factories(str(tmp_path / "missing")) is None
+    # a component without a factory: unknown, so the full entry-point scan runs
+    config = (Path(ruler_model) / "config.cfg").read_text().replace('factory = "entity_ruler"', 'source = "x"')
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "config.cfg").write_text(config)
+    assert pipeline_factories(str(tmp_path / "odd")) is None
+
+
+def test_loading_imports_only_the_entry_point_factories_the_pipeline_names(tmp_path):
+    """spaCy's Language() imports every package with a `spacy_factories` entry point;
+    the Annotator imports spacy-transformers only for a pipeline that uses it."""
+    pytest.importorskip("spacy_transformers")
+    from .test_component import crf_config
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config())
+    nlp.initialize(lambda: [spacy.training.Example.from_dict(nlp.make_doc("Ekeus met"), {"entities": ["U-PER", "O"]})])
+    nlp.to_disk(tmp_path / "crf")
+    script = f"""
+import sys
+import spacy
+from conll_crf.annotator import Annotator, entry_point_factories_limited_to
+annotator = Annotator({str(tmp_path / "crf")!r})
+assert annotator.nlp.pipe_names == ["crf_ner"]
+assert "spacy_transformers" not in sys.modules, "a CPU pipeline imported spacy-transformers"
+assert "get_all" not in vars(spacy.util.registry._entry_point_factories)  # the method is back
+with entry_point_factories_limited_to({{"transformer"}}):
+    spacy.blank("en")
+assert "spacy_transformers" in sys.modules
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 # -- jobs ----------------------------------------------------------------------------------------
 
 
