@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from typing import TYPE_CHECKING, Dict, List
 
 import numpy
@@ -72,6 +73,11 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
                 logger.warning("%d workers x %d threads on %d cores: the workers will share cores",
                                cfg.workers, threads, cores)
             init_kwargs["num_cpus"] = max(cores, cfg.workers * threads)
+            # Ray runs workers at nice 15, below everything else on the node; a local instance started for
+            # this job is the user's job itself, so its actors run at the user's priority, as nlp.pipe's
+            # processes do (at nice 15, an actor loading the pipeline on a machine busy with two trainings
+            # took 2.5 min for what takes 5 s)
+            init_kwargs["_system_config"] = {"worker_niceness": 0}
         ray.init(address=address, runtime_env={"env_vars": env}, **init_kwargs)
         started_here = True
         logger.info("Ray: %s in %.1f s", f"joined {address}" if address else "started a local instance",
@@ -84,27 +90,31 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
         context.enable_auto_log_stats = False
         context.max_errored_blocks = -1  # a shard that fails stays pending; the others complete
         ds = ray.data.from_items([{"spec": job.plan.shard_spec(i)} for i in pending], override_num_blocks=len(pending))
-        out = ds.map_batches(
-            ShardWorker,
-            fn_constructor_kwargs={
-                # a worker's working directory is not ours: a model folder goes by its absolute path
-                "model": os.path.abspath(cfg.model) if os.path.exists(cfg.model) else cfg.model,
-                "output": str(job.output.resolve()), "fmt": cfg.output_format,
-                "text_field": cfg.text_field, "id_field": cfg.id_field,
-                "annotator_kwargs": cfg.annotator_kwargs(), "use_gpu": cfg.gpus_per_worker > 0,
-            },
-            batch_size=1,
-            # two shards in flight per actor: the next shard is queued while one runs, so an actor never
-            # waits for the driver's scheduling loop between shards (with one in flight it idled ~0.17 s per
-            # shard on 2 busy cores, 8% of the job); at the end an actor idles for at most one shard
-            compute=ray.data.ActorPoolStrategy(size=cfg.workers, max_tasks_in_flight_per_actor=SHARDS_IN_FLIGHT),
-            num_cpus=threads,
-            num_gpus=cfg.gpus_per_worker or None,
-            runtime_env={"env_vars": env},
-            # a worker that dies is replaced and its shard redone, up to 3 times: a document that kills every
-            # worker that reads it leaves its shard pending (the job ends incomplete, naming it), not a loop
-            max_task_retries=MAX_SHARD_RETRIES,
-        )
+        with warnings.catch_warnings():
+            # max_task_retries has no named parameter before Ray 2.64, which the [ray] extra excludes
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            out = ds.map_batches(
+                ShardWorker,
+                fn_constructor_kwargs={
+                    # a worker's working directory is not ours: a model folder goes by its absolute path
+                    "model": os.path.abspath(cfg.model) if os.path.exists(cfg.model) else cfg.model,
+                    "output": str(job.output.resolve()), "fmt": cfg.output_format,
+                    "text_field": cfg.text_field, "id_field": cfg.id_field,
+                    "annotator_kwargs": cfg.annotator_kwargs(), "use_gpu": cfg.gpus_per_worker > 0,
+                },
+                batch_size=1,
+                # two shards in flight per actor: the next shard is queued while one runs, so an actor never
+                # waits for the driver's scheduling loop between shards (with one in flight it idled ~0.17 s
+                # per shard on 2 busy cores, 8% of the job); at the end an actor idles for at most one shard
+                compute=ray.data.ActorPoolStrategy(size=cfg.workers,
+                                                   max_tasks_in_flight_per_actor=SHARDS_IN_FLIGHT),
+                num_cpus=threads,
+                num_gpus=cfg.gpus_per_worker or None,
+                runtime_env={"env_vars": env},
+                # a worker that dies is replaced and its shard redone, up to 3 times: a document that kills
+                # every worker that reads it leaves its shard pending (the job ends incomplete, naming it)
+                max_task_retries=MAX_SHARD_RETRIES,
+            )
         for row in out.iter_rows():
             status = json.loads(row["status"])
             bar.update(status["records"], status["words"])
