@@ -82,6 +82,7 @@ def test_factory_and_entry_points():
     assert registry.architectures.get("conll_crf.BiLSTMCRF.v2")
     assert registry.architectures.get("conll_crf.BiLSTMSoftmax.v1")
     assert registry.architectures.get("conll_crf.HashCharEmbed.v1")
+    assert registry.architectures.get("conll_crf.HashCharEmbed.v2")
     assert registry.loggers.get("conll_crf.JSONLLogger.v1")
     meta = Language.get_factory_meta("crf_ner")
     assert "doc.ents" in meta.assigns and meta.default_score_weights["ents_f"] == 1.0
@@ -323,5 +324,45 @@ def test_transformer_with_spelling_features(tiny_transformer, factory):
     assert any(not numpy.allclose(b, a) for b, a in zip(before, after))  # the spelling branch is trained
     texts = [t for t, _ in TRAIN_DATA]
     expected = [ents(d) for d in nlp.pipe(texts)]
+    nlp2 = spacy.util.load_model_from_config(nlp.config).from_bytes(nlp.to_bytes())
+    assert [ents(d) for d in nlp2.pipe(texts)] == expected
+
+
+def test_hash_char_embed_v2_takes_static_vectors():
+    """conll_crf.HashCharEmbed.v2 with include_static_vectors: the vocab's vectors reach the embedding (one row
+    under several spellings, as scripts/encoder_vectors.py writes an uncased encoder's table: "Baghdad" and
+    "baghdad" share theirs), crf_ner trains on it, and a save/load round trip keeps the predictions."""
+    from spacy.vectors import Vectors
+
+    nlp = spacy.blank("en")
+    words = sorted({t.lower_ for text, _ in TRAIN_DATA for t in nlp.make_doc(text)})
+    rng = numpy.random.default_rng(0)
+    vectors = Vectors(strings=nlp.vocab.strings, data=rng.normal(size=(len(words), 8)).astype("float32"))
+    for row, word in enumerate(words):
+        for form in {word, word.title()}:
+            vectors.add(nlp.vocab.strings.add(form), row=row)
+    nlp.vocab.vectors = vectors
+    config = crf_config()
+    config["model"]["tok2vec"] = {
+        "@architectures": "spacy.Tok2Vec.v2",
+        "embed": {"@architectures": "conll_crf.HashCharEmbed.v2", "width": 16, "rows": [500, 100, 200, 200],
+                  "char_width": 8, "char_rows": 500, "nM": 8, "nC": 4, "include_static_vectors": True},
+        "encode": {"@architectures": "spacy.MaxoutWindowEncoder.v2", "width": 24, "depth": 1, "window_size": 1,
+                   "maxout_pieces": 2},
+    }
+    pipe = nlp.add_pipe("crf_ner", config=config)
+    losses = train(nlp, n_iter=100)
+    assert losses[-1] < 0.1 * losses[0]
+    static = next(node for node in pipe.model.walk() if node.name == "static_vectors")
+    docs = [nlp.make_doc("Ekeus in Baghdad"), nlp.make_doc("ekeus in baghdad")]
+    rows = static.predict(docs)
+    assert numpy.allclose(rows.dataXd[:3], rows.dataXd[3:]) and numpy.abs(rows.dataXd).sum() > 0
+    before = static.predict(docs[:1]).dataXd.copy()
+    nlp.vocab.vectors.data[:] *= 2.0  # the vectors reach the output
+    assert not numpy.allclose(static.predict(docs[:1]).dataXd, before)
+    nlp.vocab.vectors.data[:] /= 2.0
+    texts = [t for t, _ in TRAIN_DATA]
+    expected = [ents(d) for d in nlp.pipe(texts)]
+    assert expected == gold_ents()
     nlp2 = spacy.util.load_model_from_config(nlp.config).from_bytes(nlp.to_bytes())
     assert [ents(d) for d in nlp2.pipe(texts)] == expected

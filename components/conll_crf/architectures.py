@@ -219,6 +219,29 @@ def build_hash_char_embed(
     )
 
 
+@registry.architectures("conll_crf.HashCharEmbed.v2")
+def build_hash_char_embed_v2(
+    width: int = 96,
+    attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+    rows: List[int] = [5000, 1000, 2500, 2500],
+    char_width: int = 64,
+    char_rows: int = 5000,
+    nM: int = 64,
+    nC: int = 8,
+    include_static_vectors: bool = False,
+) -> Model[List[Doc], List[Floats2d]]:
+    """v1 with `include_static_vectors`: the hashed word features also take the
+    pipeline's static vectors (spaCy's MultiHashEmbed: the vectors, looked up
+    by the attribute the Vectors were built for, e.g. LOWER, are concatenated
+    with the hash embeddings and mixed by its Maxout layer); set them with
+    [initialize] vectors. Output width: width + char_width, as in v1; with
+    `include_static_vectors = false` it is v1."""
+    return concatenate(
+        MultiHashEmbed(width=width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors),
+        CharacterEmbed(width=char_width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature="NORM"),
+    )
+
+
 @registry.architectures("conll_crf.WithSpelling.v1")
 def build_with_spelling(
     tok2vec: Model[List[Doc], List[Floats2d]], spelling: Model[List[Doc], List[Floats2d]]
