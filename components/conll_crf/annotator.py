@@ -89,7 +89,10 @@ def _pipeline_path(model: str) -> Optional[Path]:
 def model_meta(model: str) -> Dict:
     """meta.json of a pipeline folder or installed package, read without importing
     spaCy or the package (the Ray driver never loads the pipeline); {} if none."""
-    path = _pipeline_path(model)
+    return _read_meta(_pipeline_path(model))
+
+
+def _read_meta(path: Optional[Path]) -> Dict:
     meta_path = path / "meta.json" if path is not None else None
     if meta_path is None or not meta_path.exists():
         return {}
@@ -108,7 +111,7 @@ def pipeline_factories(model: str) -> Optional[Set[str]]:
         return None
     config_path = path / "config.cfg"
     if not config_path.exists():  # a package: its data folder is named after its meta
-        meta = model_meta(model)
+        meta = _read_meta(path)
         config_path = path / f"{meta.get('lang')}_{meta.get('name')}-{meta.get('version')}" / "config.cfg"
         if not config_path.exists():
             return None

@@ -232,9 +232,9 @@ def build_hash_char_embed_v2(
 ) -> Model[List[Doc], List[Floats2d]]:
     """v1 with `include_static_vectors`: the hashed word features also take the
     pipeline's static vectors (spaCy's MultiHashEmbed: the vectors, looked up
-    by the attribute the Vectors were built for, e.g. LOWER, are concatenated
-    with the hash embeddings and mixed by its Maxout layer); set them with
-    [initialize] vectors. Output width: width + char_width, as in v1; with
+    by the table's attribute, ORTH for a default-mode table once saved, are
+    concatenated with the hash embeddings and mixed by its Maxout layer); set
+    them with [initialize] vectors, e.g. a table from scripts/encoder_vectors.py. Output width: width + char_width, as in v1; with
     `include_static_vectors = false` it is v1."""
     return concatenate(
         MultiHashEmbed(width=width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors),
