@@ -480,12 +480,13 @@ def _marginals(em, trans, end, mask, alphas):
 
 # The meet-in-the-middle decoder keeps every step's candidate scores (about (T-1) K^2 B floats) for
 # one bulk backpointer pass. On CPU it is used while they are at most this many; above it,
-# `_viterbi_stepwise` keeps one step's candidates at a time (and K x fewer backpointers), which
-# streams less memory. Off CPU it is always used. The crossover, one thread here (x86_64, torch 2.13,
-# measured 2026-11-30 after the stepwise decoder's change to one `max` per step): meet-in-the-middle
-# is faster up to about 7 million ((256, 30, 17): 3.5 vs 6.5 ms; (2048, 40, 9), 6.5 M: 19 vs 24 ms),
-# the stepwise one above ((1024, 30, 17), 8.6 M: 47 vs 37 ms). At most 8.4 M floats (34 MB in float32).
-VITERBI_BULK_MAX = 1 << 23
+# `_viterbi_stepwise` keeps one step's candidates at a time (a max per step, no stored backpointers,
+# and recomputes the chosen tag's backpointer while backtracking), which streams less memory: on one CPU
+# thread here (x86_64, torch 2.13, 2026-11-30) the two tie at 0.4 million ((128, 40, 9): 0.95 ms) and the
+# stepwise one is ahead above ((256, 30, 17), 2.1 M: 2.1 vs 3.7 ms; (1024, 30, 17), 8.6 M: 5.3 vs 40 ms).
+# Off CPU meet-in-the-middle is always used. (A variant keeping [T, K, B] backpointers from one
+# `max(dim).indices` per step, tried on 2026-11-30, was slower than both above 0.4 M and was reverted.)
+VITERBI_BULK_MAX = 1 << 19
 
 
 def _argmax_code(cand: Tensor, best: Tensor, dim: int, desc: Tensor) -> Tensor:
@@ -586,31 +587,28 @@ def _viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, la
     """Viterbi for large batches on CPU: (best scores [B], tags [T, B]), same
     contract as `_viterbi_meet_in_middle`. The forward pass keeps one small
     candidate buffer (streams less memory than storing every step's
-    candidates) and one max per step gives both the scores and the
-    backpointers [T, K, B]; past a sequence's end the backpointers are the
-    identity, so backtracking is one gather per step for the whole batch."""
+    candidates); backpointers are recomputed while backtracking, for the chosen
+    tag only, as one [K, B] argmax per step."""
     T, K, B = emT.shape
     scores = torch.empty_like(emT)  # scores[t][j, b]: best score of a path ending in tag j at t
-    back = torch.zeros(T, K, B, dtype=torch.long, device=emT.device)  # back[t][j, b]: its tag at t - 1
     torch.add(emT[0], start.unsqueeze(1), out=scores[0])
-    s_out, s_in, e_list, b_out = scores.unbind(0), scores.unsqueeze(1).unbind(0), emT.unbind(0), back.unbind(0)
+    s_out, s_in, e_list = scores.unbind(0), scores.unsqueeze(1).unbind(0), emT.unbind(0)
     trans_ji = trans.t().unsqueeze(2)  # [K(next), K(prev), 1]
     buf = emT.new_empty(K, K, B)
     for t in range(1, T):
         torch.add(s_in[t - 1], trans_ji, out=buf)
-        torch.max(buf, 1, False, out=(s_out[t], b_out[t]))  # ties: the lower tag
+        torch.amax(buf, 1, False, out=s_out[t])
         s_out[t].add_(e_list[t])
     final = _at(scores, last.clamp(min=0)) + end.unsqueeze(1)
     best_score, best_last = final.max(dim=0)  # [B]
     # tags[t] is the best path's tag at t for t <= last, its last tag above
-    beyond = last.unsqueeze(0) < torch.arange(T, device=emT.device).unsqueeze(1)  # [T, B]
-    identity = torch.arange(K, device=emT.device).view(1, K, 1)
-    back = torch.where(beyond.unsqueeze(1), identity, back)
+    reaches = last.unsqueeze(0) >= torch.arange(T, device=emT.device).unsqueeze(1)  # [T, B]
     tags = torch.empty(T, B, dtype=torch.long, device=emT.device)
     tags[T - 1] = best_last
-    t_out, b_list = tags.unsqueeze(1).unbind(0), back.unbind(0)
+    t_out, reach = tags.unbind(0), reaches.unbind(0)
     for t in range(T - 1, 0, -1):
-        torch.gather(b_list[t], 0, t_out[t], out=t_out[t - 1])
+        prev = (s_out[t - 1] + trans.index_select(1, t_out[t])).max(dim=0).indices
+        torch.where(reach[t], prev, best_last, out=t_out[t - 1])
     return best_score, tags
 
 
