@@ -141,9 +141,9 @@ def main() -> None:
     model_dir = resolve(args.model)
     table = embedding_table(model_dir)
     words, skipped, kind = whole_words(model_dir)
-    if words and max(i for i, _ in words) >= table.shape[0]:
-        raise SystemExit(f"{model_dir}: the vocabulary has ids up to {max(i for i, _ in words)}, "
-                         f"the embedding table {table.shape[0]} rows")
+    top_id = max((i for i, _ in words), default=-1)
+    if top_id >= table.shape[0]:
+        raise SystemExit(f"{model_dir}: the vocabulary has ids up to {top_id}, the embedding table {table.shape[0]} rows")
     short = [(i, w) for i, w in words if len(w) < args.min_chars]
     if short:
         skipped["too short"] += len(short)

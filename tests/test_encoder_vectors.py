@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy
 import pytest
@@ -27,8 +28,6 @@ def weights(model_dir, name):
 
 
 def test_wordpiece_uncased(tiny_transformer, tmp_path):
-    from pathlib import Path
-
     model = Path(tiny_transformer)
     vocab = (model / "vocab.txt").read_text().splitlines()
     table = weights(model, "embeddings.word_embeddings.weight")
