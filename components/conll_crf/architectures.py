@@ -212,11 +212,10 @@ def build_hash_char_embed(
 ) -> Model[List[Doc], List[Floats2d]]:
     """Hashed word features (MultiHashEmbed over `attrs`) concatenated with
     character features (CharacterEmbed: the first and last nC/2 characters,
-    case kept, plus a hashed NORM). Output width: width + char_width."""
-    return concatenate(
-        MultiHashEmbed(width=width, attrs=attrs, rows=rows, include_static_vectors=False),
-        CharacterEmbed(width=char_width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature="NORM"),
-    )
+    case kept, plus a hashed NORM). Output width: width + char_width. v2 without
+    static vectors (the same layers, in the same order)."""
+    return build_hash_char_embed_v2(width=width, attrs=attrs, rows=rows, char_width=char_width, char_rows=char_rows,
+                                    nM=nM, nC=nC, include_static_vectors=False)
 
 
 @registry.architectures("conll_crf.HashCharEmbed.v2")
@@ -234,8 +233,9 @@ def build_hash_char_embed_v2(
     pipeline's static vectors (spaCy's MultiHashEmbed: the vectors, looked up
     by the table's attribute, ORTH for a default-mode table once saved, are
     concatenated with the hash embeddings and mixed by its Maxout layer); set
-    them with [initialize] vectors, e.g. a table from scripts/encoder_vectors.py. Output width: width + char_width, as in v1; with
-    `include_static_vectors = false` it is v1."""
+    them with [initialize] vectors, e.g. a table from scripts/encoder_vectors.py.
+    Output width: width + char_width, as in v1; with `include_static_vectors =
+    false` it is v1 (which calls it so)."""
     return concatenate(
         MultiHashEmbed(width=width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors),
         CharacterEmbed(width=char_width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature="NORM"),
