@@ -1,5 +1,7 @@
 """The crf_ner component, in the manner of spaCy's own pipeline tests."""
 
+from pathlib import Path
+
 import numpy
 import pytest
 import spacy
@@ -89,6 +91,37 @@ def test_factory_and_entry_points():
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe("crf_ner")  # the default config builds
     assert isinstance(pipe, CRFEntityRecognizer)
+
+
+def test_every_registered_name_is_an_entry_point():
+    """setup.cfg declares an entry point for every name the package registers, in
+    the registry's group, pointing at the registered function (so spaCy finds a
+    config's names without importing conll_crf first)."""
+    import configparser
+    import importlib
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    declared = {}
+    for group, block in cfg["options.entry_points"].items():
+        for line in block.strip().splitlines():
+            name, target = (part.strip() for part in line.split("=", 1))
+            declared[(group, name)] = target
+    registered = set()
+    for path in sorted((root / "components" / "conll_crf").glob("*.py")):
+        for kind, name in re.findall(r'@registry\.(\w+)\("(conll_crf\.[^"]+)"\)', path.read_text()):
+            registered.add((f"spacy_{kind}", name))
+    assert registered, "no registered names found"
+    missing = sorted(registered - set(declared))
+    assert not missing, f"registered but not in setup.cfg's entry points: {missing}"
+    for group, name in registered:
+        module, attr = declared[(group, name)].split(":")
+        function = importlib.import_module(module)
+        for part in attr.split("."):
+            function = getattr(function, part)
+        assert getattr(registry, group[len("spacy_"):]).get(name) is function, (group, name)
 
 
 def test_labels_and_bad_scheme():
