@@ -17,6 +17,16 @@ def make_slow(nlp, name, seconds: float):
     return slow
 
 
+def _start_env(name: str) -> str:
+    """The variable as this process started with it (Linux: /proc/self/environ), "-" if unset or unknown."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            pairs = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    except OSError:
+        return "-"
+    return pairs.get(name.encode(), b"-").decode()
+
+
 @Language.factory("test_crash_once", default_config={"marker": "", "always": False})
 def make_crash_once(nlp, name, marker: str, always: bool):
     """Kills its own process (as a segfault or the OOM killer would) at the first
@@ -27,7 +37,7 @@ def make_crash_once(nlp, name, marker: str, always: bool):
     def crash_once(doc):
         if marker and "CRASH" in doc.text and (always or not os.path.exists(marker)):
             with open(marker, "a") as f:
-                f.write(f"{os.getpid()}\n")
+                f.write(f"{os.getpid()} {_start_env('OMP_NUM_THREADS')} {_start_env('TOKENIZERS_PARALLELISM')}\n")
             os._exit(1)
         return doc
 
