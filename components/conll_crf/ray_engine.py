@@ -14,8 +14,10 @@ pools) and we let it retry the shard up to MAX_SHARD_RETRIES times; a retried
 shard rewrites the same files, and its status file is written last, so the
 output stays complete and duplicate-free. A shard that still fails (a document
 that kills every worker reading it) stays pending: the job ends incomplete and
-says which shards, and the other shards complete. `address=None` starts (or joins) a local Ray; otherwise
-`ray.init(address=...)` joins that cluster, as does `RAY_ADDRESS`.
+says which shards, and the other shards complete. `address=None` starts a local Ray for the job (an
+instance started by `ray start` is joined only when named: `--address auto` or
+its address); otherwise `ray.init(address=...)` joins that cluster, as does
+`RAY_ADDRESS`.
 """
 import json
 import logging
@@ -100,9 +102,11 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
             # a local instance started here takes the thread environment from ours, as every process it
             # starts inherits it: its prestarted workers then match the job and become the actors (a
             # runtime_env would make them unusable for it, and Ray would start as many again: 2.7 s more
-            # before the first shard with 2 workers on 2 cores)
+            # before the first shard with 2 workers on 2 cores). address="local": a new instance even when
+            # another one started by `ray start` runs on this machine (ray.init() would join that one, where
+            # neither this environment nor num_cpus would apply)
             with environment(env):
-                ray.init(**init_kwargs)
+                ray.init(address="local", **init_kwargs)
             inherited = True
         started_here = True
         logger.info("Ray: %s in %.1f s", f"joined {address}" if address else "started a local instance",
