@@ -80,7 +80,8 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
     cfg = job.config
     threads = cfg.threads_per_worker
     env = {**thread_env(threads), "TOKENIZERS_PARALLELISM": "false"}
-    started_here = inherited = False
+    runtime_env = {"env_vars": env}  # how the workers get the environment, unless they inherit it
+    started_here = False
     start = time.perf_counter()
     if not ray.is_initialized():
         address = cfg.address or os.environ.get("RAY_ADDRESS")
@@ -97,7 +98,7 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
             # took 2.5 min for what takes 5 s)
             init_kwargs["_system_config"] = {"worker_niceness": 0}
         if address:
-            ray.init(address=address, runtime_env={"env_vars": env}, **init_kwargs)
+            ray.init(address=address, runtime_env=runtime_env, **init_kwargs)
         else:
             # a local instance started here takes the thread environment from ours, as every process it
             # starts inherits it: its prestarted workers then match the job and become the actors (a
@@ -107,7 +108,7 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
             # neither this environment nor num_cpus would apply)
             with environment(env):
                 ray.init(address="local", **init_kwargs)
-            inherited = True
+            runtime_env = None
         started_here = True
         logger.info("Ray: %s in %.1f s", f"joined {address}" if address else "started a local instance",
                     time.perf_counter() - start)
@@ -139,7 +140,7 @@ def run_ray(job: "Job", pending: List[int], bar: "Progress") -> None:
                                                    max_tasks_in_flight_per_actor=SHARDS_IN_FLIGHT),
                 num_cpus=threads,
                 num_gpus=cfg.gpus_per_worker or None,
-                runtime_env=None if inherited else {"env_vars": env},
+                runtime_env=runtime_env,
                 # a worker that dies is replaced and its shard redone, up to 3 times: a document that kills
                 # every worker that reads it leaves its shard pending (the job ends incomplete, naming it)
                 max_task_retries=MAX_SHARD_RETRIES,
