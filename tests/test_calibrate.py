@@ -66,3 +66,35 @@ def test_temperature_scan_reports_every_grid_point():
     assert at2["brier"] == pytest.approx(((conf - correct) ** 2).mean())
     assert at2["mean_confidence"] == pytest.approx(conf.mean())
     assert calibrate.temperature_scan([])[0]["mean_confidence"] != calibrate.temperature_scan([])[0]["mean_confidence"]  # NaN
+
+
+def test_metrics_record_the_reliability_bins_the_ece_is_computed_from():
+    """The report keeps each bin's mean confidence, accuracy and count, and the ECE is their weighted gap."""
+    rng = numpy.random.default_rng(3)
+    conf = rng.uniform(0.0, 1.0, 500)
+    correct = rng.random(500) < conf**2
+    m = calibrate.metrics(conf, correct)
+    bins = m["reliability"]
+    assert sum(b["entities"] for b in bins) == 500
+    assert all(0 <= b["bin_center"] <= 1 and abs(b["mean_confidence"] - b["bin_center"]) <= 0.5 / calibrate.N_BINS for b in bins)
+    assert sum(b["entities"] / 500 * abs(b["accuracy"] - b["mean_confidence"]) for b in bins) == pytest.approx(m["ece"])
+    assert calibrate.metrics(numpy.zeros(0), numpy.zeros(0, dtype=bool))["reliability"] == []
+
+
+def test_isotonic_fit_is_pool_adjacent_violators():
+    """Non-decreasing block accuracies that pool exactly the violating runs; the map interpolates between blocks."""
+    conf = numpy.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    correct = numpy.array([0, 1, 0, 0, 1, 1], dtype=bool)
+    xs, ys = calibrate.isotonic_fit(conf, correct)
+    # 0.1 -> 0; then 0.2, 0.3, 0.4 pool (1, 0, 0 -> 1/3); 0.5, 0.6 stay at 1 each, and pool since equal
+    assert ys.tolist() == pytest.approx([0.0, 1 / 3, 1.0])
+    assert xs.tolist() == pytest.approx([0.1, 0.3, 0.55])
+    assert numpy.all(numpy.diff(ys) >= 0)
+    assert calibrate.isotonic_apply((xs, ys), numpy.array([0.0, 0.2, 0.3, 0.9])).tolist() == pytest.approx([0.0, 1 / 6, 1 / 3, 1.0])
+    # on random data: the knots strictly increase and the values never decrease
+    rng = numpy.random.default_rng(5)
+    c = rng.uniform(0, 1, 400)
+    y = rng.random(400) < c
+    xs, ys = calibrate.isotonic_fit(c, y)
+    assert numpy.all(numpy.diff(ys) >= 0) and numpy.all(numpy.diff(xs) > 0)
+    assert calibrate.isotonic_apply((numpy.zeros(0), numpy.zeros(0)), c).tolist() == c.tolist()
