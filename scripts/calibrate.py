@@ -59,13 +59,7 @@ def ece(conf: numpy.ndarray, correct: numpy.ndarray, n_bins: int = N_BINS) -> fl
     """Expected calibration error: sum over equal-width bins of |accuracy - mean confidence| weighted by the bin's share."""
     if len(conf) == 0:
         return float("nan")
-    bins = numpy.minimum((conf * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        sel = bins == b
-        if sel.any():
-            total += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
-    return float(total)
+    return float(sum(n / len(conf) * abs(acc - mean_conf) for _, mean_conf, acc, n in reliability(conf, correct, n_bins)))
 
 
 def average_precision(conf: numpy.ndarray, correct: numpy.ndarray) -> float:
@@ -378,12 +372,12 @@ def main() -> None:
     pooled: Dict[str, List] = {k: [] for k in ("t1", "calibrated", "isotonic", "mean_tag", "min_tag", "correct")}
     fitted = []
     for fit_half, test_half in ((0, 1), (1, 0)):
-        t = fit_temperature([items[i] for i in halves[fit_half]])
+        fit = [items[i] for i in halves[fit_half]]
+        t = fit_temperature(fit)
         fitted.append(t)
         test = [items[i] for i in halves[test_half]]
         pooled["t1"].append(confidences(test, 1.0))
         pooled["calibrated"].append(confidences(test, t))
-        fit = [items[i] for i in halves[fit_half]]
         knots = isotonic_fit(confidences(fit, t), correctness(fit))
         pooled["isotonic"].append(isotonic_apply(knots, pooled["calibrated"][-1]))
         pooled["mean_tag"].append(numpy.concatenate([d.mean_tag for d in test]))
