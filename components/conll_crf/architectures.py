@@ -1,19 +1,24 @@
 """Registered architectures: `conll_crf.BiLSTMCRF.v2` (and v1, kept for old
 configs), the softmax ablation and the CPU embedding
-`conll_crf.HashCharEmbed.v1`. Registered names never change behaviour: a
+`conll_crf.HashCharEmbed.v1` (v2: static vectors; v3: word dropout). Registered names never change behaviour: a
 change of behaviour gets a new version."""
 import types
 from typing import List, Optional, Sequence
 
 import numpy
 
+from spacy.attrs import LOWER, NORM, ORTH, intify_attr
 from spacy.ml.models import CharacterEmbed, MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, PyTorchShim, concatenate, get_torch_default_device
+from thinc.api import Model, PyTorchShim, chain, concatenate, get_torch_default_device
 from thinc.types import Floats2d
 
 from .layers import Prediction, bilstm_crf_head, build_head
+from .word_dropout import SharedMask
+from .word_dropout import word_dropout as build_word_dropout
+
+WORD_IDENTITY_ATTRS = (ORTH, LOWER, NORM)
 
 
 @registry.architectures("conll_crf.BiLSTMCRF.v2")
@@ -240,6 +245,41 @@ def build_hash_char_embed_v2(
         MultiHashEmbed(width=width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors),
         CharacterEmbed(width=char_width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature="NORM"),
     )
+
+
+@registry.architectures("conll_crf.HashCharEmbed.v3")
+def build_hash_char_embed_v3(
+    width: int = 96,
+    attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+    rows: List[int] = [5000, 1000, 2500, 2500],
+    char_width: int = 64,
+    char_rows: int = 5000,
+    nM: int = 64,
+    nC: int = 8,
+    include_static_vectors: bool = False,
+    word_dropout: float = 0.0,
+) -> Model[List[Doc], List[Floats2d]]:
+    """v2 with `word_dropout` (Lample et al. 2016): in training, that fraction
+    of the tokens, drawn afresh each batch, lose their word identity (the
+    hashed ORTH, LOWER or NORM features, in the MultiHashEmbed and in the
+    CharacterEmbed alike, see word_dropout.py) and keep their spelling
+    (prefix, suffix, shape, characters) and context. Nothing changes in
+    prediction; with `word_dropout = 0` it is v2, layer for layer. Static
+    vectors, when included, are not dropped."""
+    model = build_hash_char_embed_v2(width=width, attrs=attrs, rows=rows, char_width=char_width,
+                                     char_rows=char_rows, nM=nM, nC=nC,
+                                     include_static_vectors=include_static_vectors)
+    if word_dropout:
+        shared = SharedMask()
+        extractors = [node for node in model.walk() if node.name == "extract_features"]
+        first = True
+        for extractor in extractors:  # breadth-first is call order here: the MultiHashEmbed's, then the CharacterEmbed's
+            columns = [intify_attr(c) for c in extractor.attrs["columns"]]
+            word_columns = [i for i, c in enumerate(columns) if c in WORD_IDENTITY_ATTRS]
+            if word_columns:
+                model.replace_node(extractor, chain(extractor, build_word_dropout(word_dropout, word_columns, shared, first)))
+                first = False  # (the CharacterEmbed always reads NORM: there is one at least)
+    return model
 
 
 @registry.architectures("conll_crf.WithSpelling.v1")
