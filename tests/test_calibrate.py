@@ -58,7 +58,9 @@ def test_temperature_scan_reports_every_grid_point():
 
     items = [Item([4.0, 2.0, -1.0], [True, True, False]), Item([3.0], [False])]
     rows = calibrate.temperature_scan(items)
-    assert [r["temperature"] for r in rows] == list(calibrate.SCAN_TEMPERATURES)
+    assert [r["temperature"] for r in rows] == sorted(calibrate.SCAN_TEMPERATURES)
+    around = calibrate.temperature_scan(items, around=1.153)
+    assert [r["temperature"] for r in around] == calibrate.scan_grid(1.153)
     conf = numpy.concatenate([i.probs(2.0) for i in items])
     correct = numpy.array([True, True, False, False])
     at2 = next(r for r in rows if r["temperature"] == 2.0)
@@ -66,6 +68,18 @@ def test_temperature_scan_reports_every_grid_point():
     assert at2["brier"] == pytest.approx(((conf - correct) ** 2).mean())
     assert at2["mean_confidence"] == pytest.approx(conf.mean())
     assert calibrate.temperature_scan([])[0]["mean_confidence"] != calibrate.temperature_scan([])[0]["mean_confidence"]  # NaN
+
+
+def test_scan_grid_is_fine_around_the_fitted_temperature():
+    """The fixed grid is coarse below 1.5; around the fitted temperature the scan steps by 0.01 and includes the
+    fitted value itself, so its lowest ECE is never above the ECE at the fitted temperature."""
+    grid = calibrate.scan_grid(1.153)
+    assert grid == sorted(set(grid))
+    assert set(calibrate.SCAN_TEMPERATURES) <= set(grid)
+    assert 1.153 in grid
+    assert all(round(1.15 + 0.01 * k, 2) in grid for k in range(-15, 16))
+    assert calibrate.scan_grid() == sorted(calibrate.SCAN_TEMPERATURES)
+    assert min(calibrate.scan_grid(0.05)) > 0
 
 
 def test_metrics_record_the_reliability_bins_the_ece_is_computed_from():
