@@ -244,7 +244,7 @@ def scan_grid(around: Optional[float] = None) -> List[float]:
     grid = set(SCAN_TEMPERATURES)
     if around is not None and math.isfinite(around) and around > 0:
         grid.add(float(around))
-        grid.update(round(around + 0.01 * k, 2) for k in range(-15, 16) if around + 0.01 * k > 0)
+        grid.update(t for t in (round(around + 0.01 * k, 2) for k in range(-15, 16)) if t > 0)
     return sorted(grid)
 
 

@@ -15,8 +15,7 @@ from thinc.api import Model, PyTorchShim, chain, concatenate, get_torch_default_
 from thinc.types import Floats2d
 
 from .layers import Prediction, bilstm_crf_head, build_head
-from .word_dropout import SharedMask
-from .word_dropout import word_dropout as build_word_dropout
+from .word_dropout import concatenate_with_word_dropout, unknown_words
 
 WORD_IDENTITY_ATTRS = (ORTH, LOWER, NORM)
 
@@ -269,17 +268,14 @@ def build_hash_char_embed_v3(
     model = build_hash_char_embed_v2(width=width, attrs=attrs, rows=rows, char_width=char_width,
                                      char_rows=char_rows, nM=nM, nC=nC,
                                      include_static_vectors=include_static_vectors)
-    if word_dropout:
-        shared = SharedMask()
-        extractors = [node for node in model.walk() if node.name == "extract_features"]
-        first = True
-        for extractor in extractors:  # breadth-first is call order here: the MultiHashEmbed's, then the CharacterEmbed's
-            columns = [intify_attr(c) for c in extractor.attrs["columns"]]
-            word_columns = [i for i, c in enumerate(columns) if c in WORD_IDENTITY_ATTRS]
-            if word_columns:
-                model.replace_node(extractor, chain(extractor, build_word_dropout(word_dropout, word_columns, shared, first)))
-                first = False  # (the CharacterEmbed always reads NORM: there is one at least)
-    return model
+    if not word_dropout:
+        return model
+    for extractor in [node for node in model.walk() if node.name == "extract_features"]:
+        columns = [intify_attr(c) for c in extractor.attrs["columns"]]
+        word_columns = [i for i, c in enumerate(columns) if c in WORD_IDENTITY_ATTRS]
+        if word_columns:  # (the CharacterEmbed always reads NORM: there is one at least)
+            model.replace_node(extractor, chain(extractor, unknown_words(word_columns)))
+    return concatenate_with_word_dropout(model, word_dropout)
 
 
 @registry.architectures("conll_crf.WithSpelling.v1")
