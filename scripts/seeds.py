@@ -2,7 +2,7 @@
 
     python scripts/seeds.py train CONFIG_NAME --seeds 1 2 3 [--name NAME] [--gpu-id -1] [overrides ...]
     python scripts/seeds.py evaluate [--runs training/seeds] [--corpus corpus]
-    python scripts/seeds.py summarize [--runs training/seeds] [--baseline cpu_ner] [--pair NAME=BASELINE ...] [--md PATH] [--json PATH] [--png PATH]
+    python scripts/seeds.py summarize [--runs training/seeds] [--baseline cpu_ner] [--pair NAME=BASELINE ...] [--previous JSON] [--md PATH] [--json PATH] [--png PATH]
 
 `train` trains configs/CONFIG_NAME.cfg once per seed (--system.seed and
 --training.seed; extra `--section.key value` overrides are passed on, e.g. an
@@ -13,7 +13,10 @@ tokens with gold sentence starts, conlleval cross-check, and raw text).
 `summarize` groups runs by NAME and reports per group the dev F (best during
 training), gold-token F, raw-text F, conlleval F and training time as mean and
 standard deviation over the seeds, with the seeds; each group's lead over the
-baseline uses only the seeds both have.
+baseline uses only the seeds both have. `--previous` reads an earlier
+summary's JSON and keeps the per-seed scores of every run it holds that is not
+under RUNS (trained on another machine or before a clean checkout), so a new
+summary adds rows without losing the old ones; a run on disk always wins.
 """
 import argparse
 import json
@@ -88,8 +91,17 @@ def summarize(args) -> None:
         m = RUN.match(run.name)
         if m and (run / "eval/raw_text.json").exists() and (run / "log.jsonl").exists():
             groups.setdefault(m["name"], {})[int(m["seed"])] = run_scores(run)
+    kept = 0
+    if args.previous is not None:
+        for name, row in json.loads(args.previous.read_text()).items():
+            for seed, scores in row.get("runs", {}).items():
+                if int(seed) not in groups.get(name, {}):
+                    groups.setdefault(name, {})[int(seed)] = scores
+                    kept += 1
+        print(f"kept {kept} run(s) from {args.previous} that are not under {args.runs}")
     if not groups:
         sys.exit(f"no evaluated runs under {args.runs} (run `seeds.py evaluate` first)")
+    groups = dict(sorted(groups.items()))
     pairs = dict(p.split("=", 1) for p in args.pair)  # NAME -> its own baseline
     summary = {}
     for name, runs in groups.items():
@@ -169,6 +181,8 @@ def main() -> None:
     s.add_argument("--baseline", default="cpu_ner")
     s.add_argument("--pair", action="append", default=[], metavar="NAME=BASELINE",
                    help="compare NAME with BASELINE instead of --baseline (e.g. both trained on the same augmented data)")
+    s.add_argument("--previous", type=Path, default=None,
+                   help="an earlier summary's JSON: its runs that are not under --runs are kept")
     s.add_argument("--md", type=Path, default=None)
     s.add_argument("--json", type=Path, default=None)
     s.add_argument("--png", type=Path, default=None)

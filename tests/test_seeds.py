@@ -1,0 +1,55 @@
+"""scripts/seeds.py summarize: means, spreads, leads on shared seeds, and --previous."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+
+def fake_run(runs, name, seed, gold, raw, dev, minutes=10.0):
+    run = runs / f"{name}_s{seed}"
+    (run / "eval").mkdir(parents=True)
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 0, "score": 0.0}, {"step": 200, "score": dev / 100}, {"step": 400, "score": dev / 100 - 0.01}]) + "\n")
+    gold_json = {"ents_f": gold / 100, "conlleval": {"ents_f": gold / 100}, "invalid_tag_sequences": {"x": 0},
+                 "entities_across_sentence_starts": 0}
+    (run / "eval/gold_tokens.json").write_text(json.dumps(gold_json))
+    (run / "eval/raw_text.json").write_text(json.dumps({"ents_f": raw / 100}))
+    (run / "eval/raw_text_sentencizer.json").write_text(json.dumps({"ents_f": raw / 100}))
+    (run / "train_meta.json").write_text(json.dumps({"wall_seconds": minutes * 60}))
+
+
+def summarize(runs, out, *extra):
+    cmd = [sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(runs), "--json", str(out), *extra]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.read_text())
+
+
+def test_summarize_leads_use_shared_seeds_and_previous_keeps_old_runs(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (g, r, d) in {1: (90.0, 89.0, 89.5), 2: (91.0, 90.0, 90.5), 3: (92.0, 91.0, 91.5)}.items():
+        fake_run(runs, "crf", seed, g, r, d)
+    for seed, (g, r, d) in {1: (89.0, 88.5, 89.0), 2: (89.5, 88.0, 89.0)}.items():
+        fake_run(runs, "ner", seed, g, r, d)
+    first = summarize(runs, tmp_path / "first.json", "--pair", "crf=ner")
+    crf = first["crf"]
+    assert crf["seeds"] == [1, 2, 3]
+    assert crf["gold_f"]["mean"] == pytest.approx(91.0) and crf["gold_f"]["sd"] == pytest.approx(1.0)
+    assert crf["lead_seeds"] == [1, 2]  # seed 3 has no baseline: left out of the lead
+    assert crf["lead_gold_f"]["mean"] == pytest.approx(((90 - 89) + (91 - 89.5)) / 2)
+    assert crf["lead_raw_f"]["mean"] == pytest.approx(((89 - 88.5) + (90 - 88)) / 2)
+    assert "lead_seeds" not in first["ner"]
+
+    # a clean checkout: the old runs are gone, a new group is trained; --previous keeps the old rows exactly
+    new_runs = tmp_path / "new_runs"
+    fake_run(new_runs, "crf_vec", 1, 93.0, 92.0, 92.5)
+    fake_run(new_runs, "ner", 1, 88.0, 87.0, 88.0)  # on disk: wins over the previous summary's seed 1
+    second = summarize(new_runs, tmp_path / "second.json", "--pair", "crf=ner", "--pair", "crf_vec=ner",
+                       "--previous", str(tmp_path / "first.json"))
+    assert set(second) == {"crf", "ner", "crf_vec"}
+    assert second["crf"]["gold_f"] == first["crf"]["gold_f"]
+    assert second["ner"]["runs"]["1"]["gold_f"] == pytest.approx(88.0)
+    assert second["ner"]["runs"]["2"] == first["ner"]["runs"]["2"]
+    assert second["crf_vec"]["lead_gold_f"]["mean"] == pytest.approx(93.0 - 88.0)
