@@ -232,6 +232,9 @@ def results_table(runs, training: Path, metrics: Path) -> str:
         log = training / run / "log.jsonl"
         steps = read_log(log)[0][-1] if log.exists() and read_log(log)[0] else "?"
         encoder = ENCODERS.get(run, "?")
+        config_path = training / run / "model-best" / "config.cfg"
+        if encoder.startswith("hash") and config_path.exists() and "include_static_vectors = true" in config_path.read_text():
+            encoder = "hash + char + static vectors tok2vec (CPU)"
         name = meta.get("overrides", {}).get("paths.transformer")
         if name and encoder == "transformer":
             path = Path(name)

@@ -146,17 +146,19 @@ def plot(summary, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = [("dev_f_best", "dev F (best)"), ("gold_f", "gold tokens F"), ("raw_f", "raw text F")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), sharey=True)
     names = list(summary)
+    # one row per run, names on the y axis: readable with two dozen runs
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys) + 2.5, 0.32 * len(names) + 1.4), sharey=True)
     for ax, (key, label) in zip(axes, keys):
         for i, name in enumerate(names):
             vals = [r[key] for r in summary[name]["runs"].values()]
-            ax.scatter([i] * len(vals), vals, s=18, alpha=0.7)
-            ax.errorbar(i, summary[name][key]["mean"], yerr=summary[name][key]["sd"], fmt="_", color="black", capsize=6, markersize=18)
-        ax.set_xticks(range(len(names)), names, rotation=20)
+            ax.scatter(vals, [i] * len(vals), s=16, alpha=0.7)
+            ax.errorbar(summary[name][key]["mean"], i, xerr=summary[name][key]["sd"], fmt="|", color="black", capsize=4, markersize=12)
         ax.set_title(label)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("F1 (%) on eng.testa")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel("F1 (%) on eng.testa")
+    axes[0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0].invert_yaxis()
     fig.suptitle("Each dot one seed; bar: mean ± sd")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
