@@ -87,13 +87,17 @@ def mean_sd(values: List[float]) -> Dict[str, float]:
 
 def summarize(args) -> None:
     groups: Dict[str, Dict[int, Dict[str, float]]] = {}
-    for run in sorted(args.runs.iterdir()):
+    for run in sorted(args.runs.iterdir()) if args.runs.is_dir() else []:
         m = RUN.match(run.name)
         if m and (run / "eval/raw_text.json").exists() and (run / "log.jsonl").exists():
             groups.setdefault(m["name"], {})[int(m["seed"])] = run_scores(run)
     kept = 0
-    if args.previous is not None:
+    if args.previous is not None and not args.previous.exists():
+        print(f"{args.previous}: no earlier summary, nothing kept")
+    elif args.previous is not None:
         for name, row in json.loads(args.previous.read_text()).items():
+            if name in args.drop:
+                continue
             for seed, scores in row.get("runs", {}).items():
                 if int(seed) not in groups.get(name, {}):
                     groups.setdefault(name, {})[int(seed)] = scores
@@ -105,6 +109,7 @@ def summarize(args) -> None:
     pairs = dict(p.split("=", 1) for p in args.pair)  # NAME -> its own baseline
     summary = {}
     for name, runs in groups.items():
+        runs = dict(sorted(runs.items()))
         row = {"seeds": sorted(runs), **{k: mean_sd([r[k] for r in runs.values()]) for k, _ in METRICS}}
         row["invalid"] = sum(r["invalid"] for r in runs.values())
         row["crossing"] = sum(r["crossing"] for r in runs.values())
@@ -184,7 +189,10 @@ def main() -> None:
     s.add_argument("--pair", action="append", default=[], metavar="NAME=BASELINE",
                    help="compare NAME with BASELINE instead of --baseline (e.g. both trained on the same augmented data)")
     s.add_argument("--previous", type=Path, default=None,
-                   help="an earlier summary's JSON: its runs that are not under --runs are kept")
+                   help="an earlier summary's JSON: its runs that are not under --runs are kept (a run is known by NAME and "
+                        "seed only: give a new recipe a new --name)")
+    s.add_argument("--drop", action="append", default=[], metavar="NAME",
+                   help="with --previous: do not keep the earlier runs of NAME")
     s.add_argument("--md", type=Path, default=None)
     s.add_argument("--json", type=Path, default=None)
     s.add_argument("--png", type=Path, default=None)

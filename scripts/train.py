@@ -5,19 +5,24 @@
 
 Sets paths.train/dev, paths.log (OUTPUT_DIR/log.jsonl) and, for configs with a
 transformer, paths.transformer (and mixed precision when training on a GPU);
---max-steps N > 0 overrides training.max_steps.
+--max-steps N > 0 overrides training.max_steps. A relative paths.vectors (the
+CPU configs' assets/encoder_vectors) that is not under the working directory is
+taken from the project folder; missing from both, it stops with what to run.
 Extra `--section.key value` arguments are passed on as config overrides.
 Writes OUTPUT_DIR/train_meta.json with the wall time and the overrides used.
 """
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 from spacy.cli._util import parse_config_overrides
 from spacy.cli.train import train
 from thinc.api import Config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -39,6 +44,15 @@ def main() -> None:
     if args.max_steps > 0:
         overrides["training.max_steps"] = args.max_steps
     overrides.update(parse_config_overrides(extra))
+    vectors = overrides.get("paths.vectors", config["paths"].get("vectors"))
+    if isinstance(vectors, str) and vectors and not Path(vectors).is_absolute() and not Path(vectors).exists():
+        # the CPU configs name assets/encoder_vectors relative to the project: found from any working directory
+        if (ROOT / vectors).exists():
+            overrides["paths.vectors"] = str(ROOT / vectors)
+        else:
+            sys.exit(f"{args.config}: its static vectors {vectors!r} do not exist (from {Path.cwd()} nor from {ROOT}): "
+                     "run `python -m spacy project run vectors` first, or train without them: "
+                     "--paths.vectors null --components.<component>.model.tok2vec.embed.include_static_vectors false")
     args.output.mkdir(parents=True, exist_ok=True)
     start = time.time()
     train(args.config, args.output, use_gpu=args.gpu_id, overrides=overrides)

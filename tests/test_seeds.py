@@ -53,3 +53,11 @@ def test_summarize_leads_use_shared_seeds_and_previous_keeps_old_runs(tmp_path):
     assert second["ner"]["runs"]["1"]["gold_f"] == pytest.approx(88.0)
     assert second["ner"]["runs"]["2"] == first["ner"]["runs"]["2"]
     assert second["crf_vec"]["lead_gold_f"]["mean"] == pytest.approx(93.0 - 88.0)
+
+    # --drop forgets an earlier group; a missing --previous file or runs folder is not an error
+    third = summarize(new_runs, tmp_path / "third.json", "--previous", str(tmp_path / "first.json"), "--drop", "crf")
+    assert set(third) == {"ner", "crf_vec"}
+    fourth = summarize(tmp_path / "no_runs", tmp_path / "fourth.json", "--previous", str(tmp_path / "first.json"))
+    assert fourth["crf"]["gold_f"] == first["crf"]["gold_f"]
+    fifth = summarize(new_runs, tmp_path / "fifth.json", "--previous", str(tmp_path / "missing.json"))
+    assert set(fifth) == {"ner", "crf_vec"}

@@ -122,3 +122,13 @@ def test_spacy_train_writes_no_log_of_another_run_and_train_py_writes_its_own(tm
     steps = [json.loads(line)["step"] for line in (tmp_path / "own/log.jsonl").read_text().splitlines()]
     assert steps and steps[-1] == 2
     assert real_log.read_text() == '{"step": 0}\n'
+
+
+def test_train_py_says_what_to_run_when_the_static_vectors_are_missing(tmp_path):
+    """configs/cpu_crf.cfg reads assets/encoder_vectors: missing from the working directory and the project, train.py
+    stops at once with the command that builds them (not spaCy's E050 deep inside training)."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), str(ROOT / "configs/cpu_crf.cfg"), str(tmp_path / "out"),
+                             "--paths.vectors", "assets/no_such_vectors"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "'assets/no_such_vectors' do not exist" in result.stderr and "spacy project run vectors" in result.stderr
+    assert not (tmp_path / "out").exists()
