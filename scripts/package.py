@@ -47,8 +47,22 @@ def entity_labels(model: Path, meta: dict) -> list:
     return sorted(labels)
 
 
-def package_meta(meta: dict, labels: list, name: str, version: str, requirement: str, data: dict) -> dict:
-    """The trained pipeline's meta, described by its own labels and training data."""
+def vectors_source(meta: dict, encoder: str) -> list:
+    """A `sources` entry for the static vectors the pipeline carries (none without vectors): the
+    encoder whose input embedding table they are, whose licence applies to them too."""
+    vectors = meta.get("vectors") or {}
+    if not vectors.get("width") or not encoder:
+        return []
+    local = Path(encoder).exists()
+    entry = {"name": f"Static vectors: the input embedding table of {encoder} ({vectors.get('vectors', '?')} rows of width {vectors['width']})",
+             "url": "" if local else f"https://huggingface.co/{encoder}",
+             "license": "that of the encoder (all-MiniLM-L6-v2: Apache-2.0)" if "MiniLM-L6-v2" in encoder else "that of the encoder"}
+    return [entry]
+
+
+def package_meta(meta: dict, labels: list, name: str, version: str, requirement: str, data: dict,
+                 encoder: str = "") -> dict:
+    """The trained pipeline's meta, described by its own labels, training data and static vectors' encoder."""
     out = dict(meta)
     out.update(
         {
@@ -64,7 +78,7 @@ def package_meta(meta: dict, labels: list, name: str, version: str, requirement:
                     "license": data["data_license"],
                     "author": data["data_author"],
                 }
-            ],
+            ] + vectors_source(meta, encoder),
             "requirements": [r for r in meta.get("requirements", []) if not r.startswith("spacy-conll-crf")] + [requirement],
         }
     )
@@ -77,6 +91,7 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--name", default="conll_crf")
     parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--vectors-encoder", default="", help="the encoder the static vectors came from, for the meta's sources")
     for key, value in CONLL.items():
         parser.add_argument("--" + key.replace("_", "-"), default=value, help=f"(default: {value})")
     args = parser.parse_args()
@@ -93,7 +108,7 @@ def main() -> None:
     major, minor = lib_version.split(".")[:2]
     requirement = f"spacy-conll-crf>={lib_version},<{major}.{int(minor) + 1}.0"
     data = {key: getattr(args, key) for key in CONLL}
-    meta = package_meta(meta, entity_labels(args.model, meta), args.name, args.version, requirement, data)
+    meta = package_meta(meta, entity_labels(args.model, meta), args.name, args.version, requirement, data, args.vectors_encoder)
     meta_path = args.out_dir / f"meta_{args.name}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     subprocess.run(

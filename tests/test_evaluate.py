@@ -155,3 +155,8 @@ def test_package_meta_describes_the_pipeline_by_its_own_labels_and_data(tmp_path
     assert "PER" not in out["description"] and "CoNLL" not in out["description"]
     assert out["sources"][0]["name"] == "Our pharmacy notes (2025)" and out["license"] == "CC BY 4.0"
     assert out["requirements"] == ["spacy-conll-crf>=0.1.0,<0.2.0"]
+    assert len(out["sources"]) == 1  # no static vectors: no encoder to credit
+    with_vectors = {**meta, "vectors": {"width": 384, "vectors": 23695, "name": "encoder_vectors"}}
+    out = package.package_meta(with_vectors, ["DOSE", "DRUG"], "drugs", "1.0.0", "x", data, "sentence-transformers/all-MiniLM-L6-v2")
+    assert out["sources"][1]["url"] == "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2"
+    assert "Apache-2.0" in out["sources"][1]["license"] and "23695 rows of width 384" in out["sources"][1]["name"]
