@@ -17,6 +17,9 @@ baseline uses only the seeds both have. `--previous` reads an earlier
 summary's JSON and keeps the per-seed scores of every run it holds that is not
 under RUNS (trained on another machine or before a clean checkout), so a new
 summary adds rows without losing the old ones; a run on disk always wins.
+The seeds of one NAME on disk must have been trained with the same config and
+overrides (train_meta.json): a summary that would average two recipes stops
+and names the settings that differ.
 """
 import argparse
 import json
@@ -25,7 +28,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
@@ -85,12 +88,44 @@ def mean_sd(values: List[float]) -> Dict[str, float]:
     return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
+# overrides that differ between the seeds of one run by design
+PER_SEED = ("system.seed", "training.seed", "paths.log")
+
+
+def recipe(run: Path) -> Optional[Dict]:
+    """What a run was trained with, less what differs per seed: the config file's name and
+    the overrides train.py recorded (None for runs recorded before it did)."""
+    meta = json.loads((run / "train_meta.json").read_text())
+    if "config" not in meta:
+        return None
+    overrides = {k: v for k, v in meta.get("overrides", {}).items() if k not in PER_SEED}
+    return {"config": Path(meta["config"]).name, **{f"--{k}": v for k, v in sorted(overrides.items())}}
+
+
+def check_recipes(recipes: Dict[str, Dict[int, Optional[Dict]]]) -> None:
+    """Exit naming the run, its seeds and the settings that differ if the seeds of one
+    run name were trained with different configs or overrides (a mean over them would
+    mix two recipes)."""
+    for name, by_seed in recipes.items():
+        known = {seed: r for seed, r in by_seed.items() if r is not None}
+        if len({json.dumps(r, sort_keys=True) for r in known.values()}) <= 1:
+            continue
+        keys = sorted({k for r in known.values() for k in r})
+        differ = [k for k in keys if len({json.dumps(r.get(k)) for r in known.values()}) > 1]
+        detail = "; ".join(f"{k}: " + ", ".join(f"s{seed}={r.get(k)!r}" for seed, r in sorted(known.items())) for k in differ)
+        sys.exit(f"{name}: its seeds were trained with different settings ({detail}); "
+                 f"rename one (seeds.py train --name) or move it out of the runs folder")
+
+
 def summarize(args) -> None:
     groups: Dict[str, Dict[int, Dict[str, float]]] = {}
+    recipes: Dict[str, Dict[int, Optional[Dict]]] = {}
     for run in sorted(args.runs.iterdir()) if args.runs.is_dir() else []:
         m = RUN.match(run.name)
         if m and (run / "eval/raw_text.json").exists() and (run / "log.jsonl").exists():
             groups.setdefault(m["name"], {})[int(m["seed"])] = run_scores(run)
+            recipes.setdefault(m["name"], {})[int(m["seed"])] = recipe(run)
+    check_recipes(recipes)
     kept = 0
     if args.previous is not None and not args.previous.exists():
         print(f"{args.previous}: no earlier summary, nothing kept")

@@ -61,3 +61,24 @@ def test_summarize_leads_use_shared_seeds_and_previous_keeps_old_runs(tmp_path):
     assert fourth["crf"]["gold_f"] == first["crf"]["gold_f"]
     fifth = summarize(new_runs, tmp_path / "fifth.json", "--previous", str(tmp_path / "missing.json"))
     assert set(fifth) == {"ner", "crf_vec"}
+
+
+def test_summarize_refuses_to_average_two_recipes(tmp_path):
+    """The seeds of one run name trained with different overrides: summarize stops and names the setting."""
+    runs = tmp_path / "runs"
+    for seed, dropout in [(1, 0.2), (2, 0.2), (3, 0.3)]:
+        fake_run(runs, "crf", seed, 90.0, 89.0, 89.5)
+        (runs / f"crf_s{seed}/train_meta.json").write_text(json.dumps({
+            "config": "/somewhere/configs/cpu_crf.cfg", "wall_seconds": 600,
+            "overrides": {"system.seed": seed, "training.seed": seed, "paths.log": f"/runs/crf_s{seed}/log.jsonl",
+                          "components.crf_ner.model.tok2vec.embed.word_dropout": dropout}}))
+    cmd = [sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(runs)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "crf: its seeds were trained with different settings" in result.stderr
+    assert "--components.crf_ner.model.tok2vec.embed.word_dropout: s1=0.2, s2=0.2, s3=0.3" in result.stderr
+    # the same recipe on every seed (seeds and log paths differ by design): summarized
+    meta = json.loads((runs / "crf_s3/train_meta.json").read_text())
+    meta["overrides"]["components.crf_ner.model.tok2vec.embed.word_dropout"] = 0.2
+    (runs / "crf_s3/train_meta.json").write_text(json.dumps(meta))
+    assert summarize(runs, tmp_path / "ok.json")["crf"]["seeds"] == [1, 2, 3]
