@@ -1,7 +1,7 @@
 """Inference speed of two pipelines on the same corpus, in one run.
 
     python scripts/bench_speed.py MODEL_A MODEL_B CORPUS [--rounds 3] [--batch-size 64] [--n-batches 20] [--json PATH]
-        [--set-a KEY=VALUE ...] [--set-b KEY=VALUE ...]
+        [--set-a KEY=VALUE ...] [--set-b KEY=VALUE ...] [--threads 1]
 
 --set-a/--set-b: config overrides of a loaded pipeline (spacy.load's config=),
 e.g. `--set-b components.crf_ner.confidence=false` measures the cost of the
@@ -11,17 +11,16 @@ Uses the measuring code of `spacy benchmark speed` (spacy.cli.benchmark_speed:
 warm-up, then words/s per batch on the corpus texts, re-tokenized by each
 pipeline, not shuffled) and alternates A, B, A, B, ... for `rounds` rounds so
 both see the same machine load; reports the mean words/s of each and the
-ratio A / B.
+ratio A / B. Both run with --threads threads (torch and numpy's BLAS; default
+1, as `spacy benchmark speed` users on a shared machine would pin it).
 """
 import argparse
 import json
+import os
 import platform
 from pathlib import Path
 
-import numpy
-import spacy
-from spacy.cli.benchmark_speed import benchmark, warmup
-from spacy.tokens import DocBin
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def main() -> None:
@@ -35,7 +34,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--set-a", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=1, help="threads for torch and numpy's BLAS (default 1)")
     args = parser.parse_args()
+    # before numpy, torch and spaCy load: BLAS reads its thread count once
+    for var in THREAD_VARS:
+        os.environ[var] = str(args.threads)
+    import numpy
+    import spacy
+    import torch
+    from spacy.cli.benchmark_speed import benchmark, warmup
+    from spacy.tokens import DocBin
+
+    torch.set_num_threads(args.threads)
     specs = [(args.model_a, args.set_a), (args.model_b, args.set_b)]
     names = [path + "".join(f" [{kv}]" for kv in sets) for path, sets in specs]
     if names[0] == names[1]:
@@ -61,6 +71,7 @@ def main() -> None:
         out = {
             "corpus": str(args.corpus),
             "batch_size": args.batch_size,
+            "threads": args.threads,
             "words_per_second": means,
             "ratio_a_over_b": ratio,
             "machine": f"{platform.machine()}, python {platform.python_version()}",
