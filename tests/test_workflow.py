@@ -132,3 +132,32 @@ def test_train_py_says_what_to_run_when_the_static_vectors_are_missing(tmp_path)
     assert result.returncode != 0
     assert "'assets/no_such_vectors' do not exist" in result.stderr and "spacy project run vectors" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["trf_crf", "trf_ner", "trf_crf_plain", "trf_ner_plain"])
+def test_transformer_configs_train_and_predict(tmp_path, tiny_transformer, config):
+    """Each transformer config in configs/ (the shipped trf_crf / trf_ner with spelling features, and the
+    plain recipe the earlier rows reproduce with) trains a few steps on a tiny local transformer through
+    scripts/train.py, and the saved pipeline predicts entities, with probabilities for crf_ner."""
+    import spacy
+
+    data = tmp_path / "conll"
+    data.mkdir()
+    write_sample(data / "eng.train", 4)
+    write_sample(data / "eng.testa", 2)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run([sys.executable, str(ROOT / "scripts/convert_splits.py"), str(data), str(tmp_path / "corpus")], tmp_path, env)
+    out = tmp_path / "out"
+    run([sys.executable, str(ROOT / "scripts/train.py"), str(ROOT / f"configs/{config}.cfg"), str(out),
+         "--transformer", tiny_transformer, "--max-steps", "4", "--training.eval_frequency", "2",
+         "--train", str(tmp_path / "corpus/train.spacy"), "--dev", str(tmp_path / "corpus/dev.spacy"),
+         "--training.optimizer.learn_rate.warmup_steps", "1", "--training.optimizer.learn_rate.total_steps", "4"], tmp_path, env)
+    nlp = spacy.load(out / "model-last")
+    doc = nlp(TEXT)
+    name = "crf_ner" if config.startswith("trf_crf") else "ner"
+    assert nlp.pipe_names == ["transformer", name]
+    spelling = [node for node in nlp.get_pipe(name).model.walk() if node.name == "with_spelling"]
+    assert bool(spelling) == (not config.endswith("_plain"))
+    if name == "crf_ner":
+        assert all(0.0 <= p <= 1.0 for p in doc.spans["crf_ner"].attrs["scores"])
