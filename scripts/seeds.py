@@ -99,7 +99,9 @@ def recipe(run: Path) -> Optional[Dict]:
     if "config" not in meta:
         return None
     overrides = {k: v for k, v in meta.get("overrides", {}).items() if k not in PER_SEED}
-    return {"config": Path(meta["config"]).name, **{f"--{k}": v for k, v in sorted(overrides.items())}}
+    # the parsed config's hash where train.py recorded it (a renamed config is the same recipe), else its file name
+    config = meta.get("config_sha256") or Path(meta["config"]).name
+    return {"config": config, **{f"--{k}": v for k, v in sorted(overrides.items())}}
 
 
 def check_recipes(recipes: Dict[str, Dict[int, Optional[Dict]]]) -> None:

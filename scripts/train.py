@@ -9,9 +9,11 @@ transformer, paths.transformer (and mixed precision when training on a GPU);
 CPU configs' assets/encoder_vectors) that is not under the working directory is
 taken from the project folder; missing from both, it stops with what to run.
 Extra `--section.key value` arguments are passed on as config overrides.
-Writes OUTPUT_DIR/train_meta.json with the wall time and the overrides used.
+Writes OUTPUT_DIR/train_meta.json with the wall time, the overrides used and a hash
+of the config's parsed settings (a renamed or re-commented config keeps it).
 """
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -58,6 +60,8 @@ def main() -> None:
     train(args.config, args.output, use_gpu=args.gpu_id, overrides=overrides)
     meta = {
         "config": str(args.config),
+        # the config's settings, parsed (comments and layout do not count): seeds.py summarize compares runs by it
+        "config_sha256": hashlib.sha256(config.to_str().encode("utf8")).hexdigest(),
         "overrides": overrides,
         "gpu_id": args.gpu_id,
         "wall_seconds": round(time.time() - start, 1),

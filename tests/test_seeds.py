@@ -82,3 +82,21 @@ def test_summarize_refuses_to_average_two_recipes(tmp_path):
     meta["overrides"]["components.crf_ner.model.tok2vec.embed.word_dropout"] = 0.2
     (runs / "crf_s3/train_meta.json").write_text(json.dumps(meta))
     assert summarize(runs, tmp_path / "ok.json")["crf"]["seeds"] == [1, 2, 3]
+
+
+def test_summarize_follows_a_renamed_config_by_its_hash(tmp_path):
+    """Seeds trained from the same settings under two config file names (a config renamed between them) are one
+    recipe when train.py recorded the parsed config's hash; different hashes are two recipes."""
+    runs = tmp_path / "runs"
+    for seed, name, sha in [(1, "trf_ner_spelling.cfg", "abc"), (2, "trf_ner.cfg", "abc")]:
+        fake_run(runs, "ner", seed, 90.0, 89.0, 89.5)
+        (runs / f"ner_s{seed}/train_meta.json").write_text(json.dumps({
+            "config": f"/x/configs/{name}", "config_sha256": sha, "wall_seconds": 600,
+            "overrides": {"system.seed": seed, "training.seed": seed}}))
+    assert summarize(runs, tmp_path / "ok.json")["ner"]["seeds"] == [1, 2]
+    meta = json.loads((runs / "ner_s2/train_meta.json").read_text())
+    meta["config_sha256"] = "def"
+    (runs / "ner_s2/train_meta.json").write_text(json.dumps(meta))
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(runs)],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "config: s1='abc', s2='def'" in result.stderr

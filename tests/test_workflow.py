@@ -140,7 +140,10 @@ def test_transformer_configs_train_and_predict(tmp_path, tiny_transformer, confi
     """Each transformer config in configs/ (the shipped trf_crf / trf_ner with spelling features, and the
     plain recipe the earlier rows reproduce with) trains a few steps on a tiny local transformer through
     scripts/train.py, and the saved pipeline predicts entities, with probabilities for crf_ner."""
+    import hashlib
+
     import spacy
+    from thinc.api import Config
 
     data = tmp_path / "conll"
     data.mkdir()
@@ -153,6 +156,9 @@ def test_transformer_configs_train_and_predict(tmp_path, tiny_transformer, confi
          "--transformer", tiny_transformer, "--max-steps", "4", "--training.eval_frequency", "2",
          "--train", str(tmp_path / "corpus/train.spacy"), "--dev", str(tmp_path / "corpus/dev.spacy"),
          "--training.optimizer.learn_rate.warmup_steps", "1", "--training.optimizer.learn_rate.total_steps", "4"], tmp_path, env)
+    meta = json.loads((out / "train_meta.json").read_text())
+    parsed = Config().from_disk(ROOT / f"configs/{config}.cfg", interpolate=False).to_str()
+    assert meta["config_sha256"] == hashlib.sha256(parsed.encode("utf8")).hexdigest()  # what seeds.py compares
     nlp = spacy.load(out / "model-last")
     doc = nlp(TEXT)
     name = "crf_ner" if config.startswith("trf_crf") else "ner"
