@@ -204,6 +204,21 @@ ENCODERS = {
 HEADS = {"crf": "BiLSTM-CRF (ours)", "ner": "spaCy ner (transition-based)", "softmax": "BiLSTM-softmax (ablation)"}
 
 
+def uses_static_vectors(config_path: Path) -> bool:
+    """Whether a saved pipeline's config has any embedding layer with include_static_vectors
+    set (read as a config, not as text: layout and overrides written either way count)."""
+    if not config_path.exists():
+        return False
+    from thinc.api import Config
+
+    def walk(node) -> bool:
+        if isinstance(node, dict):
+            return node.get("include_static_vectors") is True or any(walk(v) for v in node.values())
+        return False
+
+    return walk(Config().from_disk(config_path, interpolate=False))
+
+
 def _time_v_wall(path: Path) -> str:
     """Wall time from a `/usr/bin/time -v` report at the end of a training log."""
     if path.exists():
@@ -232,8 +247,7 @@ def results_table(runs, training: Path, metrics: Path) -> str:
         log = training / run / "log.jsonl"
         steps = read_log(log)[0][-1] if log.exists() and read_log(log)[0] else "?"
         encoder = ENCODERS.get(run, "?")
-        config_path = training / run / "model-best" / "config.cfg"
-        if encoder.startswith("hash") and config_path.exists() and "include_static_vectors = true" in config_path.read_text():
+        if encoder.startswith("hash") and uses_static_vectors(training / run / "model-best" / "config.cfg"):
             encoder = "hash + char + static vectors tok2vec (CPU)"
         name = meta.get("overrides", {}).get("paths.transformer")
         if name and encoder == "transformer":
