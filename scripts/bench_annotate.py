@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from conll_crf.threads import thread_env
+
 RATIOS = [("ray2", "ray1", 1.7), ("ray2", "pipe2", 0.95), ("ray1", "local", 0.9)]
 
 
@@ -98,7 +100,7 @@ def entity_rows(run: str, work: Path) -> List:
 
 
 def run_one(run: str, args, corpus: Path, work: Path) -> Dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, **thread_env(1), "TOKENIZERS_PARALLELISM": "false"}
     if run.startswith("pipe"):
         cmd = [sys.executable, __file__, "--pipe-baseline", args.model, str(corpus), str(work / f"{run}.parquet"),
                "--n-process", run[4:], "--batch-size", str(args.batch_size)]

@@ -22,7 +22,7 @@ import platform
 import time
 from pathlib import Path
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+from conll_crf.threads import pin_threads
 
 
 def main() -> None:
@@ -35,8 +35,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    for var in THREAD_VARS:
-        os.environ[var] = str(args.threads)
+    pin_threads(args.threads)  # before numpy and spaCy load: BLAS reads its thread count once
     import spacy
     import torch
     from spacy.tokens import DocBin
@@ -44,7 +43,6 @@ def main() -> None:
     from conll_crf.buckets import CPU_STEP_COST, length_buckets
     from conll_crf.layers import torch_module
 
-    torch.set_num_threads(args.threads)
     nlp = spacy.load(args.model)
     comp = nlp.get_pipe("crf_ner")
     module = torch_module(comp.model.get_ref("output_layer"))

@@ -22,6 +22,8 @@ from pathlib import Path
 import spacy
 from spacy.tokens import DocBin
 
+from conll_crf.threads import thread_env
+
 CHILD = r"""
 import json, resource, sys, time
 import spacy
@@ -54,7 +56,7 @@ def build(corpus: Path, long_tokens: int, n_short: int):
 def measure(model: str, texts, batch_size: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(texts, f)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, **thread_env(1)}
     out = subprocess.run([sys.executable, "-c", CHILD, model, f.name, str(batch_size)], capture_output=True, text=True, env=env)
     Path(f.name).unlink()
     if out.returncode:

@@ -20,7 +20,7 @@ import os
 import platform
 from pathlib import Path
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+from conll_crf.threads import pin_threads
 
 
 def main() -> None:
@@ -36,16 +36,13 @@ def main() -> None:
     parser.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=1, help="threads for torch and numpy's BLAS (default 1)")
     args = parser.parse_args()
-    # before numpy, torch and spaCy load: BLAS reads its thread count once
-    for var in THREAD_VARS:
-        os.environ[var] = str(args.threads)
+    pin_threads(args.threads)  # before numpy and spaCy load: BLAS reads its thread count once
     import numpy
     import spacy
     import torch
     from spacy.cli.benchmark_speed import benchmark, warmup
     from spacy.tokens import DocBin
 
-    torch.set_num_threads(args.threads)
     specs = [(args.model_a, args.set_a), (args.model_b, args.set_b)]
     names = [path + "".join(f" [{kv}]" for kv in sets) for path, sets in specs]
     if names[0] == names[1]:

@@ -24,29 +24,11 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .records import Record, RecordError
+from .threads import pin_threads
 
 logger = logging.getLogger("conll_crf.annotate")
 
 _CUTS = ("\n\n", "\n", ". ", " ")
-
-
-def thread_env(threads: int) -> Dict[str, str]:
-    """The environment that sizes a process's OpenMP/BLAS thread pools."""
-    return {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-
-
-def pin_threads(threads: int) -> None:
-    """One process's share of the cores: OpenMP/BLAS pools and torch's."""
-    os.environ.update(thread_env(threads))
-    try:
-        import torch
-    except ImportError:  # a pipeline without torch
-        return
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(threads)
-    except RuntimeError:  # only settable once, before any inter-op work
-        pass
 
 
 def split_text(text: str, max_chars: int) -> List[Tuple[int, str]]:

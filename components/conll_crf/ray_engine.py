@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Dict, Iterator, List
 import numpy
 
 from .annotate import process_shard
-from .annotator import Annotator, thread_env
+from .annotator import Annotator
+from .threads import thread_env
 
 if TYPE_CHECKING:
     from .annotate import Job, Progress
