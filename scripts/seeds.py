@@ -17,9 +17,11 @@ baseline uses only the seeds both have. `--previous` reads an earlier
 summary's JSON and keeps the per-seed scores of every run it holds that is not
 under RUNS (trained on another machine or before a clean checkout), so a new
 summary adds rows without losing the old ones; a run on disk always wins.
-The seeds of one NAME on disk must have been trained with the same config and
-overrides (train_meta.json): a summary that would average two recipes stops
-and names the settings that differ.
+The seeds of one NAME must have been trained with the same config and
+overrides (train_meta.json; the summary JSON keeps each seed's recipe, so runs
+kept by --previous are checked too): a summary that would average two recipes
+stops and names the settings that differ; a seed whose recipe was never
+recorded is named as unchecked.
 """
 import argparse
 import json
@@ -93,28 +95,42 @@ PER_SEED = ("system.seed", "training.seed", "paths.log")
 
 
 def recipe(run: Path) -> Optional[Dict]:
-    """What a run was trained with, less what differs per seed: the config file's name and
-    the overrides train.py recorded (None for runs recorded before it did)."""
+    """What a run was trained with, less what differs per seed: the config file's name,
+    the parsed config's hash (where train.py recorded it) and the overrides (None for
+    runs recorded before train.py kept them)."""
     meta = json.loads((run / "train_meta.json").read_text())
     if "config" not in meta:
         return None
     overrides = {k: v for k, v in meta.get("overrides", {}).items() if k not in PER_SEED}
-    # the parsed config's hash where train.py recorded it (a renamed config is the same recipe), else its file name
-    config = meta.get("config_sha256") or Path(meta["config"]).name
-    return {"config": config, **{f"--{k}": v for k, v in sorted(overrides.items())}}
+    return {"config_file": Path(meta["config"]).name, "config_sha256": meta.get("config_sha256"),
+            **{f"--{k}": v for k, v in sorted(overrides.items())}}
 
 
-def check_recipes(recipes: Dict[str, Dict[int, Optional[Dict]]]) -> None:
+def _comparable(recipes: List[Dict]) -> List[Dict]:
+    """The recipes as compared: by the config's hash when every one has it (a renamed
+    config is the same recipe), else by the config file's name."""
+    by_hash = all(r.get("config_sha256") for r in recipes)
+    drop = "config_file" if by_hash else "config_sha256"
+    return [{k: v for k, v in r.items() if k != drop} for r in recipes]
+
+
+def check_recipes(recipes: Dict[str, Dict[int, Optional[Dict]]], previous: Optional[Path] = None) -> None:
     """Exit naming the run, its seeds and the settings that differ if the seeds of one
     run name were trained with different configs or overrides (a mean over them would
-    mix two recipes)."""
-    for name, by_seed in recipes.items():
-        known = {seed: r for seed, r in by_seed.items() if r is not None}
-        if len({json.dumps(r, sort_keys=True) for r in known.values()}) <= 1:
+    mix two recipes). Seeds whose recipe is unknown (kept from a summary that did not
+    record it, or trained before train.py did) are named, not checked."""
+    for name, by_seed in sorted(recipes.items()):
+        known = {seed: r for seed, r in sorted(by_seed.items()) if r is not None}
+        unknown = sorted(seed for seed, r in by_seed.items() if r is None)
+        if unknown and known:
+            print(f"{name}: the recipe of seed(s) {', '.join(map(str, unknown))} is not recorded"
+                  f"{f' in {previous}' if previous else ''}: checked only among seeds {', '.join(map(str, known))}")
+        comparable = dict(zip(known, _comparable(list(known.values()))))
+        if len({json.dumps(r, sort_keys=True) for r in comparable.values()}) <= 1:
             continue
-        keys = sorted({k for r in known.values() for k in r})
-        differ = [k for k in keys if len({json.dumps(r.get(k)) for r in known.values()}) > 1]
-        detail = "; ".join(f"{k}: " + ", ".join(f"s{seed}={r.get(k)!r}" for seed, r in sorted(known.items())) for k in differ)
+        keys = sorted({k for r in comparable.values() for k in r})
+        differ = [k for k in keys if len({json.dumps(r.get(k)) for r in comparable.values()}) > 1]
+        detail = "; ".join(f"{k}: " + ", ".join(f"s{seed}={r.get(k)!r}" for seed, r in comparable.items()) for k in differ)
         sys.exit(f"{name}: its seeds were trained with different settings ({detail}); "
                  f"rename one (seeds.py train --name) or move it out of the runs folder")
 
@@ -127,7 +143,6 @@ def summarize(args) -> None:
         if m and (run / "eval/raw_text.json").exists() and (run / "log.jsonl").exists():
             groups.setdefault(m["name"], {})[int(m["seed"])] = run_scores(run)
             recipes.setdefault(m["name"], {})[int(m["seed"])] = recipe(run)
-    check_recipes(recipes)
     kept = 0
     if args.previous is not None and not args.previous.exists():
         print(f"{args.previous}: no earlier summary, nothing kept")
@@ -138,8 +153,10 @@ def summarize(args) -> None:
             for seed, scores in row.get("runs", {}).items():
                 if int(seed) not in groups.get(name, {}):
                     groups.setdefault(name, {})[int(seed)] = scores
+                    recipes.setdefault(name, {})[int(seed)] = row.get("recipes", {}).get(seed)
                     kept += 1
         print(f"kept {kept} run(s) from {args.previous} that are not under {args.runs}")
+    check_recipes(recipes, args.previous)
     if not groups:
         sys.exit(f"no evaluated runs under {args.runs} (run `seeds.py evaluate` first)")
     groups = dict(sorted(groups.items()))
@@ -151,6 +168,7 @@ def summarize(args) -> None:
         row["invalid"] = sum(r["invalid"] for r in runs.values())
         row["crossing"] = sum(r["crossing"] for r in runs.values())
         row["runs"] = runs
+        row["recipes"] = {seed: recipes.get(name, {}).get(seed) for seed in runs}
         baseline = pairs.get(name, args.baseline)
         base = groups.get(baseline)
         if base and name != baseline and name not in pairs.values():
@@ -226,8 +244,8 @@ def main() -> None:
     s.add_argument("--pair", action="append", default=[], metavar="NAME=BASELINE",
                    help="compare NAME with BASELINE instead of --baseline (e.g. both trained on the same augmented data)")
     s.add_argument("--previous", type=Path, default=None,
-                   help="an earlier summary's JSON: its runs that are not under --runs are kept (a run is known by NAME and "
-                        "seed only: give a new recipe a new --name)")
+                   help="an earlier summary's JSON: its runs that are not under --runs are kept, with their recipes "
+                        "(a run is known by NAME and seed: give a new recipe a new --name)")
     s.add_argument("--drop", action="append", default=[], metavar="NAME",
                    help="with --previous: do not keep the earlier runs of NAME")
     s.add_argument("--md", type=Path, default=None)

@@ -99,4 +99,55 @@ def test_summarize_follows_a_renamed_config_by_its_hash(tmp_path):
     (runs / "ner_s2/train_meta.json").write_text(json.dumps(meta))
     result = subprocess.run([sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(runs)],
                             capture_output=True, text=True)
-    assert result.returncode != 0 and "config: s1='abc', s2='def'" in result.stderr
+    assert result.returncode != 0 and "config_sha256: s1='abc', s2='def'" in result.stderr
+
+
+def write_meta(run, config, seed, sha=None, **overrides):
+    meta = {"config": f"/x/configs/{config}", "wall_seconds": 600,
+            "overrides": {"system.seed": seed, "training.seed": seed, **overrides}}
+    if sha:
+        meta["config_sha256"] = sha
+    (run / "train_meta.json").write_text(json.dumps(meta))
+
+
+def test_previous_keeps_recipes_and_checks_new_seeds_against_them(tmp_path):
+    """Seeds 1-2 summarized, then gone from disk; seed 3 trained later with another setting under the same
+    name: the summary that would average them stops. A seed kept from a summary without recipes is named."""
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        fake_run(runs, "crf", seed, 90.0, 89.0, 89.5)
+        write_meta(runs / f"crf_s{seed}", "cpu_crf.cfg", seed, sha="abc", **{"components.x": 0.2})
+    first = summarize(runs, tmp_path / "first.json")
+    assert first["crf"]["recipes"]["1"] == {"config_file": "cpu_crf.cfg", "config_sha256": "abc", "--components.x": 0.2}
+
+    later = tmp_path / "later"
+    fake_run(later, "crf", 3, 91.0, 90.0, 90.5)
+    write_meta(later / "crf_s3", "cpu_crf.cfg", 3, sha="abc", **{"components.x": 0.3})
+    cmd = [sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(later), "--previous", str(tmp_path / "first.json")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode != 0 and "--components.x: s1=0.2, s2=0.2, s3=0.3" in result.stderr
+    write_meta(later / "crf_s3", "cpu_crf.cfg", 3, sha="abc", **{"components.x": 0.2})  # the same recipe: kept and averaged
+    second = summarize(later, tmp_path / "second.json", "--previous", str(tmp_path / "first.json"))
+    assert second["crf"]["seeds"] == [1, 2, 3] and set(second["crf"]["recipes"]) == {"1", "2", "3"}
+
+    # an older summary without recipes: its seeds are kept, named as unchecked
+    old = json.loads((tmp_path / "first.json").read_text())
+    del old["crf"]["recipes"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    cmd[-1] = str(tmp_path / "old.json")
+    result = subprocess.run(cmd + ["--json", str(tmp_path / "third.json")], capture_output=True, text=True, check=True)
+    assert "crf: the recipe of seed(s) 1, 2 is not recorded" in result.stdout
+    assert json.loads((tmp_path / "third.json").read_text())["crf"]["recipes"] == {"1": None, "2": None, "3": second["crf"]["recipes"]["3"]}
+
+
+def test_recipes_compare_by_file_name_when_a_hash_is_missing(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs, "crf", 1, 90.0, 89.0, 89.5)
+    write_meta(runs / "crf_s1", "cpu_crf.cfg", 1)  # recorded before train.py hashed configs
+    fake_run(runs, "crf", 2, 90.0, 89.0, 89.5)
+    write_meta(runs / "crf_s2", "cpu_crf.cfg", 2, sha="abc")
+    assert summarize(runs, tmp_path / "ok.json")["crf"]["seeds"] == [1, 2]
+    write_meta(runs / "crf_s2", "cpu_crf_other.cfg", 2, sha="abc")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(runs)],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "config_file: s1='cpu_crf.cfg', s2='cpu_crf_other.cfg'" in result.stderr
