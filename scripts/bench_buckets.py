@@ -1,19 +1,20 @@
-"""What splitting a batch by length saves on the entity probabilities, in one run.
+"""What cutting the head's groups again saves on the entity probabilities, in one run.
 
     python scripts/bench_buckets.py MODEL CORPUS [--batch-size 64] [--rounds 5] [--step-costs 0 4 16 64 inf]
         [--threads 1] [--json PATH]
 
 The pipeline MODEL reads the corpus texts (re-tokenized, in corpus order, batches
-of --batch-size docs, as `spacy benchmark speed` feeds them); its crf_ner
-component's emissions and Viterbi paths are computed once per batch. Then, for
-each step cost (buckets.py: the cost of one time step of the recursions in
-padded positions; inf = the whole batch as one group, what the head did before
-buckets), the head's entity-confidence step (forward-backward, the paths'
-entity probabilities, the candidates) runs over every batch; the step costs
-alternate within each round so all see the same machine load. Prints the
-minimum time per pass over the rounds, the padded positions and groups, and
-the ratio to one group; every split is checked to give the same entities as
-one group.
+of --batch-size docs, as `spacy benchmark speed` feeds them); each batch is cut
+into the length groups the head runs on (buckets.STEP_COST_CPU, as
+architectures.py does), and per group its crf_ner component's emissions and
+Viterbi paths are computed once. Then, for each step cost (the price of one
+forward-backward step in padded positions; inf = no further cut, what the head
+did before CONFIDENCE_STEP_COST_CPU), the head's entity-probability step
+(forward-backward, the paths' entity probabilities, the candidates) runs over
+every group; the step costs alternate within each round so all see the same
+machine load. Prints the minimum time per pass over the rounds, the padded
+positions and groups, and the speed-up over no further cut; every cut is
+checked to give the same entities and probabilities.
 """
 import argparse
 import json
@@ -40,7 +41,7 @@ def main() -> None:
     import torch
     from spacy.tokens import DocBin
 
-    from conll_crf.buckets import CPU_STEP_COST, length_buckets
+    from conll_crf.buckets import CONFIDENCE_STEP_COST_CPU, STEP_COST_CPU, length_groups
     from conll_crf.layers import torch_module
 
     nlp = spacy.load(args.model)
@@ -49,16 +50,17 @@ def main() -> None:
     threshold, temperature = float(comp.candidate_threshold), float(comp.cfg.get("temperature", 1.0))
     texts = [doc.text for doc in DocBin().from_disk(args.corpus).get_docs(nlp.vocab)]
     before = nlp.pipe_names[: nlp.pipe_names.index("crf_ner")]
-    batches = []
+    batches = []  # the head's groups: (emissions, mask, lengths, paths)
     for i in range(0, len(texts), args.batch_size):
         docs = list(nlp.pipe(texts[i : i + args.batch_size], disable=[n for n in nlp.pipe_names if n not in before]))
         ems = comp.emissions(docs)
-        lengths = torch.tensor([len(e) for e in ems])
-        em = torch.zeros(len(ems), int(lengths.max()), len(comp.tags))
-        for j, e in enumerate(ems):
-            em[j, : len(e)] = torch.from_numpy(e)
-        mask = torch.arange(em.size(1)).unsqueeze(0) < lengths.unsqueeze(1)
-        batches.append((em, mask, lengths, module.crf.viterbi(em, mask)[1]))
+        for group in length_groups([len(e) for e in ems], STEP_COST_CPU):
+            lengths = torch.tensor([len(ems[j]) for j in group])
+            em = torch.zeros(len(group), int(lengths.max()), len(comp.tags))
+            for row, j in enumerate(group):
+                em[row, : len(ems[j])] = torch.from_numpy(ems[j])
+            mask = torch.arange(em.size(1)).unsqueeze(0) < lengths.unsqueeze(1)
+            batches.append((em, mask, lengths, module.crf.viterbi(em, mask)[1]))
 
     def run(step_cost):
         return [module._entity_confidence(em, mask, lengths, paths, threshold, temperature, step_cost) for em, mask, lengths, paths in batches]
@@ -80,21 +82,22 @@ def main() -> None:
     base = min(times["inf"]) if "inf" in times else None
     rows = []
     for name, step_cost in zip(names, args.step_costs):
-        groups = [length_buckets(b[2].tolist(), step_cost) for b in batches]
-        padded = sum(int(b[2][grp[0]]) * len(grp) for gs, b in zip(groups, batches) for grp in gs)
+        groups = [length_groups(b[2].tolist(), step_cost) for b in batches]
+        padded = sum(int(b[2][grp].max()) * len(grp) for gs, b in zip(groups, batches) for grp in gs)
         best = min(times[name])
         row = {"step_cost": name, "seconds": best, "words_per_second": n_words / best, "groups": sum(map(len, groups)), "padded_positions": padded}
         if base:
-            row["speedup_over_one_group"] = base / best
+            row["speedup_over_no_further_cut"] = base / best
         rows.append(row)
-        extra = f", {base / best:.2f}x one group" if base else ""
+        extra = f", {base / best:.2f}x no further cut" if base else ""
         print(f"step cost {name:>5}: {best * 1e3:8.1f} ms per pass ({n_words / best:,.0f} words/s), {row['groups']} groups, {padded:,} padded positions{extra}")
-    print(f"{len(batches)} batches of {args.batch_size} docs, {n_words:,} tokens; the head uses step cost {CPU_STEP_COST} on CPU")
+    print(f"batches of {args.batch_size} docs cut into {len(batches)} head groups (step cost {STEP_COST_CPU}), {n_words:,} tokens; "
+          f"the head cuts them again at step cost {CONFIDENCE_STEP_COST_CPU} on CPU")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {
             "model": args.model, "corpus": str(args.corpus), "batch_size": args.batch_size, "threads": args.threads,
-            "rounds": args.rounds, "tokens": n_words, "head_step_cost": CPU_STEP_COST, "rows": rows,
+            "rounds": args.rounds, "tokens": n_words, "head_step_cost": STEP_COST_CPU, "confidence_step_cost": CONFIDENCE_STEP_COST_CPU, "rows": rows,
             "machine": f"{platform.machine()}, python {platform.python_version()}",
         }
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -1,57 +1,50 @@
-"""Length buckets: the split is optimal among contiguous splits, and the head's
-entity probabilities are the same whatever the split."""
+"""Length groups: the cheapest cut, bounded padding, and entity probabilities
+that are the same however the head cuts a batch (whole pipelines:
+tests/test_pipelines.py::test_a_long_doc_among_short_ones_gives_the_same_annotations)."""
 import itertools
+import random
 
-import numpy
 import pytest
 import torch
 
 import conll_crf.layers as layers
-from conll_crf.buckets import length_buckets
+from conll_crf.buckets import MAX_PADDING_FACTOR, MIN_PADDED_POSITIONS, length_groups
 from conll_crf.layers import BiLSTMCRFModule
 from conll_crf.tags import build_tags
 
 
-def cost(groups, lengths, step_cost):
-    return sum(max(lengths[i] for i in g) * (step_cost + len(g)) for g in groups)
+def test_length_groups_bound_the_padding():
+    assert length_groups([300, 1320, 250, 280]) == [[0, 1, 2, 3]]  # no cut pays: one group, batch order
+    lengths = [20] * 30 + [50000] + [25] * 33
+    groups = length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        padded = len(g) * max(lengths[i] for i in g)
+        assert padded <= max(MAX_PADDING_FACTOR * sum(lengths[i] for i in g), MIN_PADDED_POSITIONS)
+    assert len(groups) == 2 and 30 in groups[0]
+    assert length_groups([]) == []
+    assert length_groups([3, 0, 5], float("inf")) == [[0, 1, 2]]  # no cut at all
 
 
-def contiguous_splits(order):
-    n = len(order)
-    for cuts in itertools.product([False, True], repeat=max(n - 1, 0)):
-        groups, current = [], [order[0]]
-        for i, cut in enumerate(cuts, 1):
-            if cut:
-                groups.append(current)
-                current = []
-            current.append(order[i])
-        groups.append(current)
-        yield groups
-
-
-@pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("step_cost", [0.0, 1.0, 4.0, 16.0, 100.0])
-def test_buckets_partition_and_minimise_cost(seed, step_cost):
-    rng = numpy.random.default_rng(seed)
-    lengths = rng.integers(0, 40, size=rng.integers(1, 10)).tolist()
-    groups = length_buckets(lengths, step_cost)
-    flat = [i for g in groups for i in g]
-    assert sorted(flat) == [i for i, n in enumerate(lengths) if n > 0]  # every non-empty sequence once
-    assert [lengths[i] for i in flat] == sorted((n for n in lengths if n > 0), reverse=True)
-    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
-    if order:
-        best = min(cost(g, lengths, step_cost) for g in contiguous_splits(order))
-        assert cost(groups, lengths, step_cost) == pytest.approx(best)
-
-
-def test_buckets_edge_cases():
-    assert length_buckets([]) == []
-    assert length_buckets([0, 0]) == []
-    assert length_buckets([3, 0, 5], float("inf")) == [[2, 0]]
-    assert length_buckets([5, 5, 5], 16.0) == [[0, 1, 2]]  # equal lengths: splitting only adds steps
-    assert length_buckets([1000, 2, 2, 2], 16.0) == [[0], [1, 2, 3]]
-    with pytest.raises(ValueError):
-        length_buckets([1], -1.0)
+def test_length_groups_are_the_cheapest_cut():
+    """The dynamic programme finds the cheapest consecutive cut of the sorted lengths (brute force over all cuts)."""
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.choice([0, 1, 5, 20, 60, 200, 900]) + rng.randrange(5) for _ in range(rng.randrange(1, 8))]
+        step = rng.choice([1, 16, 64, 500])
+        cost = lambda groups: sum(max(lengths[i] for i in g) * (step + len(g)) for g in groups)  # noqa: E731
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        best = min(
+            cost([order[a:b] for a, b in zip((0,) + cuts, cuts + (len(order),))])
+            for r in range(len(order))
+            for cuts in itertools.combinations(range(1, len(order)), r)
+        )
+        groups = length_groups(lengths, step)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        assert cost(groups) == best
+    # a batch of CoNLL articles of very different lengths is cut; similar lengths are not
+    assert len(length_groups([1174] * 4 + [150] * 60)) == 2
+    assert length_groups([300, 280, 310, 295]) == [[0, 1, 2, 3]]
 
 
 def head(scheme, seed=0):
@@ -71,10 +64,10 @@ def test_head_confidence_does_not_depend_on_the_split(scheme, monkeypatch):
     x = torch.randn(int(lengths.sum()), 6, generator=torch.Generator().manual_seed(1)) * 3
     results = {}
     for step_cost in (0.0, 16.0, float("inf")):
-        monkeypatch.setattr(layers, "CPU_STEP_COST", step_cost)
+        monkeypatch.setattr(layers, "CONFIDENCE_STEP_COST_CPU", step_cost)
         with torch.no_grad():
             results[step_cost] = module(x, lengths, confidence=(0.01, 1.3))
-    assert len(length_buckets(lengths.tolist(), 0.0)) > 2  # the split really differs
+    assert len(length_groups(lengths.tolist(), 0.0)) > 2  # the split really differs
     ref = results[float("inf")]
     assert len(ref[1]) > 0 and len(ref[3]) > len(ref[1])
     for got in results.values():

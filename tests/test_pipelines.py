@@ -287,51 +287,12 @@ def test_new_labels_are_refused_clearly_and_reinitializing_works():
 # -- long docs among short ones ---------------------------------------------------------
 
 
-def test_length_groups_bound_the_padding():
-    from conll_crf.architectures import MAX_PADDING_FACTOR, MIN_PADDED_POSITIONS, length_groups
-
-    assert length_groups([300, 1320, 250, 280]) == [[0, 1, 2, 3]]  # no cut pays: one group, batch order
-    lengths = [20] * 30 + [50000] + [25] * 33
-    groups = length_groups(lengths)
-    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
-    for g in groups:
-        padded = len(g) * max(lengths[i] for i in g)
-        assert padded <= max(MAX_PADDING_FACTOR * sum(lengths[i] for i in g), MIN_PADDED_POSITIONS)
-    assert len(groups) == 2 and 30 in groups[0]
-
-
-def test_length_groups_are_the_cheapest_cut():
-    """The dynamic programme finds the cheapest consecutive cut of the sorted lengths (brute force over all cuts)."""
-    import itertools
-    import random
-
-    from conll_crf.architectures import length_groups
-
-    rng = random.Random(0)
-    for _ in range(200):
-        lengths = [rng.choice([0, 1, 5, 20, 60, 200, 900]) + rng.randrange(5) for _ in range(rng.randrange(1, 8))]
-        step = rng.choice([1, 16, 64, 500])
-        cost = lambda groups: sum(max(lengths[i] for i in g) * (step + len(g)) for g in groups)  # noqa: E731
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        best = min(
-            cost([order[a:b] for a, b in zip((0,) + cuts, cuts + (len(order),))])
-            for r in range(len(order))
-            for cuts in itertools.combinations(range(1, len(order)), r)
-        )
-        groups = length_groups(lengths, step)
-        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
-        assert cost(groups) == best
-    # a batch of CoNLL articles of very different lengths is cut; similar lengths are not
-    assert len(length_groups([1174] * 4 + [150] * 60)) == 2
-    assert length_groups([300, 280, 310, 295]) == [[0, 1, 2, 3]]
-
-
 def test_a_long_doc_among_short_ones_gives_the_same_annotations(nlp, monkeypatch):
-    import conll_crf.architectures as arch
+    import conll_crf.buckets as buckets
 
     texts = [t for t, _ in TRAIN_DATA] * 4 + [TEXT * 40] + ["Brussels ."] * 3
-    monkeypatch.setattr(arch, "MIN_PADDED_POSITIONS", 64)  # force grouping on this small batch
-    assert len(arch.length_groups([len(nlp.make_doc(t)) for t in texts])) > 1
+    monkeypatch.setattr(buckets, "MIN_PADDED_POSITIONS", 64)  # force grouping on this small batch
+    assert len(buckets.length_groups([len(nlp.make_doc(t)) for t in texts])) > 1
     grouped = list(nlp.pipe(texts, batch_size=64))
     alone = [nlp(t) for t in texts]
     for a, b in zip(grouped, alone):

@@ -14,6 +14,7 @@ from spacy.util import registry
 from thinc.api import Model, PyTorchShim, chain, concatenate, get_torch_default_device
 from thinc.types import Floats2d
 
+from .buckets import STEP_COST_CPU, STEP_COST_GPU, length_groups
 from .layers import Prediction, bilstm_crf_head, build_head
 from .word_dropout import concatenate_with_word_dropout, unknown_words
 
@@ -115,53 +116,6 @@ def _forward(model: Model, inputs, is_train: bool):
         return bp_tok2vec(bp_head(dY))
 
     return Y, backprop
-
-
-MIN_PADDED_POSITIONS = 1 << 17
-MAX_PADDING_FACTOR = 4
-# The cost of one step of the head's loops over time (the LSTM, Viterbi and the
-# forward-backward advance all sequences of a group together, one step per
-# position of its longest doc), in padded positions' worth of the dense work
-# (padding, emissions, the marginals' per-position terms). Measured on CPU
-# (about 150 us per step against 2-3 us per padded position, 1 thread); on a
-# GPU a step is a few kernel launches and dense work is cheap, so fewer groups.
-STEP_COST_CPU = 64
-STEP_COST_GPU = 4096
-
-
-def length_groups(lengths: Sequence[int], step_cost: int = STEP_COST_CPU) -> List[List[int]]:
-    """Doc indices grouped so the head's work is least: docs sorted by
-    decreasing length are cut into consecutive groups, a group costing
-    longest x (step_cost + its docs) (its loop steps plus its padded
-    positions), the cuts chosen by dynamic programming; no group of more
-    than one doc pads beyond MAX_PADDING_FACTOR x its real tokens or
-    MIN_PADDED_POSITIONS, whichever is larger (memory). A batch of similar
-    lengths stays one group; a 50,000-token doc among short ones no longer
-    pads them all to 50,000; ordinary batches of CoNLL articles (lengths
-    from 20 to 1,300 tokens) are cut into a few groups."""
-    n = len(lengths)
-    order = sorted(range(n), key=lambda i: -lengths[i])
-    L = numpy.asarray([lengths[i] for i in order], dtype="float64")
-    real = numpy.concatenate([[0.0], numpy.cumsum(L)])
-    best = numpy.full(n + 1, numpy.inf)
-    best[0] = 0.0
-    cut = numpy.zeros(n + 1, dtype=int)
-    for j in range(1, n + 1):
-        i = numpy.arange(j)
-        size = j - i
-        padded = L[:j] * size
-        fits = (size == 1) | (padded <= numpy.maximum(MAX_PADDING_FACTOR * (real[j] - real[:j]), MIN_PADDED_POSITIONS))
-        cost = numpy.where(fits, best[:j] + L[:j] * (step_cost + size), numpy.inf)
-        cut[j] = int(numpy.argmin(cost))
-        best[j] = cost[cut[j]]
-    bounds = [n]
-    while bounds[-1] > 0:
-        bounds.append(cut[bounds[-1]])
-    bounds = bounds[::-1]
-    groups = [[order[k] for k in range(a, b)] for a, b in zip(bounds[:-1], bounds[1:])]
-    if len(groups) == 1:
-        return [list(range(n))]  # keep the batch order: nothing to gain
-    return groups
 
 
 def _merge_predictions(ops, outs, groups: List[List[int]], n_docs: int):

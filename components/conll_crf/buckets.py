@@ -1,59 +1,79 @@
-"""Length buckets: how the head splits a batch of ragged sequences before the
-CRF's entity probabilities.
+"""Length groups: how the head splits a batch of docs of very different lengths.
 
-The forward-backward recursions behind the probabilities cost, per batch, one
-fixed amount per time step (a few small tensor operations, whatever the batch
-width) plus one amount per padded position (the vectorised work before and
-after the recursions, on [B, T, K] float64 tensors). A batch of documents of
-very different lengths (CoNLL articles run from 2 to over 1,300 tokens) pads
-every row to the longest one, so most of that second part is spent on padding.
-Splitting the batch into groups of similar length trades padded positions for
-extra time steps; `length_buckets` picks the split that minimises
+The head's loops over time (the BiLSTM, Viterbi, the forward-backward behind
+the entity probabilities) advance all sequences of a batch together, one step
+per position of its longest doc, and its dense work (padding, emissions, the
+probabilities' per-position terms) runs over every padded position. A batch of
+CoNLL articles (2 to 1,300 tokens) pads most rows far beyond their length.
+`length_groups` cuts the docs, sorted by length, into consecutive groups that
+minimise  sum over groups of longest x (step_cost + docs)  (loop steps priced in
+padded positions), exactly, by dynamic programming.
 
-    sum over groups g of  max_len(g) * (step_cost + len(g))
-
-(`step_cost`: the cost of one time step in padded positions) over the splits
-whose groups are contiguous in length order, exactly, by dynamic programming.
-
-Grouping changes nothing a sequence's results depend on: every sequence is
-computed on its own in any batch (`tests/test_component.py` checks batch
-invariance end to end; `tests/test_buckets.py` checks the split head against
-one group). On CPU one step of the recursions costs about as much as 16
-padded positions (the packaged cpu_crf model on the dev articles, batches of 64:
-`scripts/bench_buckets.py` times the choices side by side); on a GPU a step is kernel launches and positions
-are nearly free, so the head does not split there.
+It is used twice: `architectures.py` runs the whole head per group
+(STEP_COST_CPU: a step of the BiLSTM, Viterbi and the forward-backward
+together), and the head cuts each of those groups again for the entity
+probabilities alone (CONFIDENCE_STEP_COST_CPU: a step of the forward-backward
+is a few small tensor operations, so finer groups pay there; on a GPU the head
+does not cut again). Grouping changes no result: every sequence is computed on
+its own (tests/test_pipelines.py and tests/test_buckets.py compare grouped and
+ungrouped outputs; `scripts/bench_buckets.py` times the probabilities' step
+under each step cost, side by side).
 """
 from typing import List, Sequence
 
 import numpy
 
-CPU_STEP_COST = 16.0
+MIN_PADDED_POSITIONS = 1 << 17
+MAX_PADDING_FACTOR = 4
+# The cost of one step of the head's loops over time (the LSTM, Viterbi and the
+# forward-backward advance all sequences of a group together, one step per
+# position of its longest doc), in padded positions' worth of the dense work
+# (padding, emissions, the marginals' per-position terms). Measured on CPU
+# (about 150 us per step against 2-3 us per padded position, 1 thread); on a
+# GPU a step is a few kernel launches and dense work is cheap, so fewer groups.
+STEP_COST_CPU = 64
+STEP_COST_GPU = 4096
+# The same for the entity probabilities alone (a forward-backward step is two
+# small tensor operations; its per-position work is a few dozen float64
+# operations): measured with scripts/bench_buckets.py on the packaged cpu_crf
+# model and the dev articles, 1 thread.
+CONFIDENCE_STEP_COST_CPU = 16
 
 
-def length_buckets(lengths: Sequence[int], step_cost: float = CPU_STEP_COST) -> List[List[int]]:
-    """Groups of indices into ``lengths`` (the non-empty sequences only; each
-    group longest first, ties in index order; groups longest first) that
-    minimise sum_g max_len(g) * (step_cost + len(g)). ``step_cost`` inf: one
-    group. Empty sequences (length 0) are in no group: they have no entities."""
-    if step_cost < 0:
-        raise ValueError(f"step_cost must be >= 0, got {step_cost}")
-    lengths = numpy.asarray(lengths, dtype=numpy.int64)
-    order = numpy.argsort(-lengths, kind="stable")
-    order = order[lengths[order] > 0]
-    n = len(order)
+def length_groups(lengths: Sequence[int], step_cost: float = STEP_COST_CPU) -> List[List[int]]:
+    """Doc indices grouped so the head's work is least: docs sorted by
+    decreasing length are cut into consecutive groups, a group costing
+    longest x (step_cost + its docs) (its loop steps plus its padded
+    positions), the cuts chosen by dynamic programming; no group of more
+    than one doc pads beyond MAX_PADDING_FACTOR x its real tokens or
+    MIN_PADDED_POSITIONS, whichever is larger (memory). A batch of similar
+    lengths stays one group; a 50,000-token doc among short ones no longer
+    pads them all to 50,000; ordinary batches of CoNLL articles (lengths
+    from 20 to 1,300 tokens) are cut into a few groups."""
+    n = len(lengths)
     if n == 0:
         return []
     if not numpy.isfinite(step_cost):
-        return [order.tolist()]
-    L = lengths[order].astype(numpy.float64)
-    best = numpy.zeros(n + 1)  # best[j]: cost of grouping order[j:]
-    cut = numpy.empty(n, dtype=numpy.int64)  # the group starting at j ends before cut[j]
-    for j in range(n - 1, -1, -1):
-        cost = L[j] * (step_cost + numpy.arange(1, n - j + 1)) + best[j + 1 :]
-        k = int(numpy.argmin(cost))
-        best[j], cut[j] = cost[k], j + 1 + k
-    groups, j = [], 0
-    while j < n:
-        groups.append(order[j : cut[j]].tolist())
-        j = int(cut[j])
+        return [list(range(n))]
+    order = sorted(range(n), key=lambda i: -lengths[i])
+    L = numpy.asarray([lengths[i] for i in order], dtype="float64")
+    real = numpy.concatenate([[0.0], numpy.cumsum(L)])
+    best = numpy.full(n + 1, numpy.inf)
+    best[0] = 0.0
+    cut = numpy.zeros(n + 1, dtype=int)
+    for j in range(1, n + 1):
+        i = numpy.arange(j)
+        size = j - i
+        padded = L[:j] * size
+        fits = (size == 1) | (padded <= numpy.maximum(MAX_PADDING_FACTOR * (real[j] - real[:j]), MIN_PADDED_POSITIONS))
+        cost = numpy.where(fits, best[:j] + L[:j] * (step_cost + size), numpy.inf)
+        cut[j] = int(numpy.argmin(cost))
+        best[j] = cost[cut[j]]
+    bounds = [n]
+    while bounds[-1] > 0:
+        bounds.append(cut[bounds[-1]])
+    bounds = bounds[::-1]
+    groups = [[order[k] for k in range(a, b)] for a, b in zip(bounds[:-1], bounds[1:])]
+    if len(groups) == 1:
+        return [list(range(n))]  # keep the batch order: nothing to gain
     return groups

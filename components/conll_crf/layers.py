@@ -36,7 +36,7 @@ from thinc.util import get_torch_default_device
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .buckets import CPU_STEP_COST, length_buckets
+from .buckets import CONFIDENCE_STEP_COST_CPU, length_groups
 from .crf import LinearChainCRF, NEG_INF
 from .tags import MODEL_SCHEMES
 
@@ -143,28 +143,24 @@ class BiLSTMCRFModule(nn.Module):
         """The Viterbi paths' entities [N, 4] and their probabilities [N], every
         candidate entity [M, 4] at or above ``threshold`` and its probability
         [M] (rows (sequence, start, end exclusive, label index), sorted), from
-        the CRF's forward-backward over groups of similar length (see
-        buckets.py; ``step_cost`` None: CPU_STEP_COST on CPU, one group on a GPU)."""
+        the CRF's forward-backward over groups of similar length (buckets.py;
+        ``step_cost`` None: CONFIDENCE_STEP_COST_CPU on CPU, one group on a GPU)."""
         if step_cost is None:
-            step_cost = CPU_STEP_COST if em.device.type == "cpu" else float("inf")
-        groups = length_buckets(lengths.tolist(), step_cost)
-        B, T, _ = em.shape
-        if len(groups) == 1 and len(groups[0]) == B:  # one group, no empty sequence: no gathers
+            step_cost = CONFIDENCE_STEP_COST_CPU if em.device.type == "cpu" else float("inf")
+        groups = length_groups(lengths.tolist(), step_cost)
+        if len(groups) <= 1:  # one group (or no sequence): no gathers
             return self._group_confidence(em, mask, paths, threshold, temperature)
-        if not groups:  # every sequence empty
-            spans = torch.zeros(0, 4, dtype=torch.long, device=em.device)
-            return spans, em.new_zeros(0, dtype=torch.float64), spans, em.new_zeros(0, dtype=torch.float64)
         parts = []
         for group in groups:
             rows = torch.tensor(group, dtype=torch.long, device=em.device)
-            width = int(lengths[group[0]])  # the group's longest
+            width = int(lengths[group].max())  # the group's longest (lengths: a CPU tensor)
             ents, probs, cands, cand_probs = self._group_confidence(
                 em[rows, :width], mask[rows, :width], paths[rows, :width], threshold, temperature
             )
             # back to the batch's sequence indices
             parts.append((torch.cat([rows[ents[:, :1]], ents[:, 1:]], 1), probs, torch.cat([rows[cands[:, :1]], cands[:, 1:]], 1), cand_probs))
         ents, probs, cands, cand_probs = (torch.cat(x) for x in zip(*parts))
-        X = len(self.crf._entity_tags(None).begin)
+        T, X = em.size(1), len(self.crf._entity_tags(None).begin)
         e_order, c_order = _span_order(ents, T, X), _span_order(cands, T, X)
         return ents[e_order], probs[e_order], cands[c_order], cand_probs[c_order]
 
