@@ -101,6 +101,23 @@ def embedding_table(model_dir: Path) -> numpy.ndarray:
     raise SystemExit(f"{model_dir}: no word embedding table (a tensor named ...{TABLE_SUFFIX})")
 
 
+def model_card_license(model_dir: Path) -> str:
+    """The `license:` of a Hugging Face model card's front matter (README.md), or "" if it names none."""
+    card = model_dir / "README.md"
+    if not card.exists():
+        return ""
+    lines = card.read_text(encoding="utf8", errors="replace").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return ""
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        key, _, value = line.partition(":")
+        if key.strip() == "license" and value.strip():
+            return value.strip().strip("'\"")
+    return ""
+
+
 def _byte_decoder() -> Dict[str, int]:
     """GPT-2's byte-level alphabet (printable bytes as themselves, the rest shifted above 255), inverted."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
@@ -192,12 +209,18 @@ def main() -> None:
                 vectors.add(key, row=row)
                 n_keys += 1
     nlp.vocab.vectors = vectors
+    # where the vectors come from, with the encoder's licence (its model card's), for whoever packages a model with them
+    licence = model_card_license(model_dir)
+    nlp.meta["sources"] = [{"name": args.model, "url": "" if Path(args.model).is_dir() else f"https://huggingface.co/{args.model}",
+                            "license": licence}]
+    nlp.meta["license"] = licence
     args.out.parent.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(args.out)
     print(f"{args.out}: {len(words):,} whole-word vectors of width {table.shape[1]} from a {kind} vocabulary of "
           f"{table.shape[0]:,} entries, {n_keys:,} keys "
           f"({'lower, Title and UPPER spellings of an uncased vocabulary' if lower else 'as spelled'}); "
-          "skipped: " + ", ".join(f"{n:,} {why}" for why, n in skipped.items()))
+          "skipped: " + ", ".join(f"{n:,} {why}" for why, n in skipped.items())
+          + f"; the encoder's licence: {licence or 'not in its model card'}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python scripts/package.py MODEL OUT_DIR [--name conll_crf] [--version 0.1.0]
         [--data-name TEXT] [--data-url URL] [--data-license TEXT] [--license TEXT]
+        [--vectors-encoder NAME] [--vectors assets/encoder_vectors]
 
 Writes into OUT_DIR/dist/:
 - spacy_conll_crf-<lib version>-py3-none-any.whl: this repository's `conll_crf`
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import conll_crf
 
@@ -47,21 +49,26 @@ def entity_labels(model: Path, meta: dict) -> list:
     return sorted(labels)
 
 
-def vectors_source(meta: dict, encoder: str) -> list:
+def vectors_source(meta: dict, encoder: str, vectors_meta: Optional[dict] = None) -> list:
     """A `sources` entry for the static vectors the pipeline carries (none without vectors): the
-    encoder whose input embedding table they are, whose licence applies to them too."""
+    encoder whose input embedding table they are, whose licence applies to them too. The encoder,
+    its address and its licence come from the vectors' own meta where encoder_vectors.py wrote them
+    (the licence read from the encoder's model card), else from ``encoder``."""
     vectors = meta.get("vectors") or {}
+    source = ((vectors_meta or {}).get("sources") or [{}])[0]
+    encoder = source.get("name") or encoder
     if not vectors.get("width") or not encoder:
         return []
-    local = Path(encoder).exists()
+    url = source.get("url", "" if Path(encoder).exists() else f"https://huggingface.co/{encoder}")
+    licence = source.get("license") or ""
     entry = {"name": f"Static vectors: the input embedding table of {encoder} ({vectors.get('vectors', '?')} rows of width {vectors['width']})",
-             "url": "" if local else f"https://huggingface.co/{encoder}",
-             "license": "that of the encoder (all-MiniLM-L6-v2: Apache-2.0)" if "MiniLM-L6-v2" in encoder else "that of the encoder"}
+             "url": url,
+             "license": f"that of the encoder ({licence})" if licence else "that of the encoder (its model card names none)"}
     return [entry]
 
 
 def package_meta(meta: dict, labels: list, name: str, version: str, requirement: str, data: dict,
-                 encoder: str = "") -> dict:
+                 encoder: str = "", vectors_meta: Optional[dict] = None) -> dict:
     """The trained pipeline's meta, described by its own labels, training data and static vectors' encoder."""
     out = dict(meta)
     out.update(
@@ -78,7 +85,7 @@ def package_meta(meta: dict, labels: list, name: str, version: str, requirement:
                     "license": data["data_license"],
                     "author": data["data_author"],
                 }
-            ] + vectors_source(meta, encoder),
+            ] + vectors_source(meta, encoder, vectors_meta),
             "requirements": [r for r in meta.get("requirements", []) if not r.startswith("spacy-conll-crf")] + [requirement],
         }
     )
@@ -92,6 +99,8 @@ def main() -> None:
     parser.add_argument("--name", default="conll_crf")
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--vectors-encoder", default="", help="the encoder the static vectors came from, for the meta's sources")
+    parser.add_argument("--vectors", type=Path, default=None,
+                        help="the vectors folder encoder_vectors.py wrote (its meta names the encoder and its licence)")
     for key, value in CONLL.items():
         parser.add_argument("--" + key.replace("_", "-"), default=value, help=f"(default: {value})")
     args = parser.parse_args()
@@ -108,7 +117,11 @@ def main() -> None:
     major, minor = lib_version.split(".")[:2]
     requirement = f"spacy-conll-crf>={lib_version},<{major}.{int(minor) + 1}.0"
     data = {key: getattr(args, key) for key in CONLL}
-    meta = package_meta(meta, entity_labels(args.model, meta), args.name, args.version, requirement, data, args.vectors_encoder)
+    vectors_meta = None
+    if args.vectors is not None and (args.vectors / "meta.json").exists():
+        vectors_meta = json.loads((args.vectors / "meta.json").read_text())
+    meta = package_meta(meta, entity_labels(args.model, meta), args.name, args.version, requirement, data,
+                        args.vectors_encoder, vectors_meta)
     meta_path = args.out_dir / f"meta_{args.name}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     subprocess.run(

@@ -95,3 +95,19 @@ def test_a_hub_name_with_an_installed_copy_is_read_from_it(tiny_transformer, tmp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SystemExit, match="someone/other-encoder: not a folder, and the Hub did not give it"):
         ev.resolve("someone/other-encoder")
+
+
+def test_the_vectors_meta_names_the_encoder_and_its_model_card_licence(tiny_transformer, tmp_path):
+    import shutil
+
+    model = tmp_path / "encoder"
+    shutil.copytree(tiny_transformer, model)
+    _, report = build(model, tmp_path / "no_card")
+    meta = json.loads((tmp_path / "no_card/meta.json").read_text())
+    assert meta["sources"] == [{"name": str(model), "url": "", "license": ""}]
+    assert "the encoder's licence: not in its model card" in report
+    (model / "README.md").write_text("---\nlanguage: en\nlicense: apache-2.0\ntags:\n- x\n---\n# license: not this one\n")
+    _, report = build(model, tmp_path / "card")
+    meta = json.loads((tmp_path / "card/meta.json").read_text())
+    assert meta["license"] == "apache-2.0" and meta["sources"][0]["license"] == "apache-2.0"
+    assert "the encoder's licence: apache-2.0" in report

@@ -159,4 +159,9 @@ def test_package_meta_describes_the_pipeline_by_its_own_labels_and_data(tmp_path
     with_vectors = {**meta, "vectors": {"width": 384, "vectors": 23695, "name": "encoder_vectors"}}
     out = package.package_meta(with_vectors, ["DOSE", "DRUG"], "drugs", "1.0.0", "x", data, "sentence-transformers/all-MiniLM-L6-v2")
     assert out["sources"][1]["url"] == "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2"
-    assert "Apache-2.0" in out["sources"][1]["license"] and "23695 rows of width 384" in out["sources"][1]["name"]
+    assert out["sources"][1]["license"] == "that of the encoder (its model card names none)"  # no vectors meta to read it from
+    assert "23695 rows of width 384" in out["sources"][1]["name"]
+    # the vectors' own meta (encoder_vectors.py writes it) names the encoder and its model card's licence
+    vectors_meta = {"sources": [{"name": "some/encoder", "url": "https://huggingface.co/some/encoder", "license": "mit"}]}
+    out = package.package_meta(with_vectors, ["DOSE", "DRUG"], "drugs", "1.0.0", "x", data, "", vectors_meta)
+    assert out["sources"][1]["license"] == "that of the encoder (mit)" and "of some/encoder" in out["sources"][1]["name"]
