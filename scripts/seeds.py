@@ -24,6 +24,7 @@ stops and names the settings that differ; a seed whose recipe was never
 recorded is named as unchecked.
 """
 import argparse
+import hashlib
 import json
 import re
 import statistics
@@ -94,24 +95,49 @@ def mean_sd(values: List[float]) -> Dict[str, float]:
 PER_SEED = ("system.seed", "training.seed", "paths.log")
 
 
+def trained_config_sha256(run: Path) -> Optional[str]:
+    """The hash of the config a run was actually trained with (model-best's config.cfg: the file and
+    every override), less what differs per seed (seeds, the log path); a path setting counts by its
+    last part (assets/encoder_vectors and /elsewhere/assets/encoder_vectors are the same vectors)."""
+    from thinc.api import Config
+
+    for model in ("model-best", "model-last"):
+        path = run / model / "config.cfg"
+        if path.exists():
+            break
+    else:
+        return None
+    config = Config().from_disk(path, interpolate=False)
+    config["paths"] = {k: (Path(v).name if isinstance(v, str) else v) for k, v in config.get("paths", {}).items() if k != "log"}
+    for section in ("system", "training"):
+        config.get(section, {}).pop("seed", None)
+    return hashlib.sha256(config.to_str().encode("utf8")).hexdigest()
+
+
 def recipe(run: Path) -> Optional[Dict]:
     """What a run was trained with, less what differs per seed: the config file's name,
-    the parsed config's hash (where train.py recorded it) and the overrides (None for
-    runs recorded before train.py kept them)."""
+    the parsed config's hash (where train.py recorded it), the overrides (None for
+    runs recorded before train.py kept them), and the hash of the config it was
+    trained with (the saved model's)."""
     meta = json.loads((run / "train_meta.json").read_text())
+    trained = trained_config_sha256(run)
     if "config" not in meta:
-        return None
+        return {"trained_config_sha256": trained} if trained else None
     overrides = {k: v for k, v in meta.get("overrides", {}).items() if k not in PER_SEED}
     return {"config_file": Path(meta["config"]).name, "config_sha256": meta.get("config_sha256"),
-            **{f"--{k}": v for k, v in sorted(overrides.items())}}
+            **{f"--{k}": v for k, v in sorted(overrides.items())}, "trained_config_sha256": trained}
 
 
 def _comparable(recipes: List[Dict]) -> List[Dict]:
-    """The recipes as compared: by the config's hash when every one has it (a renamed
-    config is the same recipe), else by the config file's name."""
+    """The recipes as compared: by the config each was trained with where every one has it
+    (file and overrides together, whatever the file's name); else by the config file's hash
+    when every one has it (a renamed config is the same recipe) and the overrides; else by
+    the config file's name and the overrides."""
+    if all(r.get("trained_config_sha256") for r in recipes):
+        return [{"trained_config_sha256": r["trained_config_sha256"]} for r in recipes]
     by_hash = all(r.get("config_sha256") for r in recipes)
-    drop = "config_file" if by_hash else "config_sha256"
-    return [{k: v for k, v in r.items() if k != drop} for r in recipes]
+    drop = {"trained_config_sha256", "config_file" if by_hash else "config_sha256"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in recipes]
 
 
 def check_recipes(recipes: Dict[str, Dict[int, Optional[Dict]]], previous: Optional[Path] = None) -> None:

@@ -118,7 +118,8 @@ def test_previous_keeps_recipes_and_checks_new_seeds_against_them(tmp_path):
         fake_run(runs, "crf", seed, 90.0, 89.0, 89.5)
         write_meta(runs / f"crf_s{seed}", "cpu_crf.cfg", seed, sha="abc", **{"components.x": 0.2})
     first = summarize(runs, tmp_path / "first.json")
-    assert first["crf"]["recipes"]["1"] == {"config_file": "cpu_crf.cfg", "config_sha256": "abc", "--components.x": 0.2}
+    assert first["crf"]["recipes"]["1"] == {"config_file": "cpu_crf.cfg", "config_sha256": "abc", "--components.x": 0.2,
+                                            "trained_config_sha256": None}  # no saved model in this fake run
 
     later = tmp_path / "later"
     fake_run(later, "crf", 3, 91.0, 90.0, 90.5)
@@ -151,3 +152,21 @@ def test_recipes_compare_by_file_name_when_a_hash_is_missing(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(runs)],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "config_file: s1='cpu_crf.cfg', s2='cpu_crf_other.cfg'" in result.stderr
+
+
+def test_recipes_compare_by_the_config_each_seed_was_trained_with(tmp_path):
+    """The saved model's config (file and overrides together) decides where every seed has one: a renamed file
+    recorded without a hash is the same recipe when the trained configs agree (seeds, log paths and the folders of
+    path settings aside), and two recipes when a setting differs."""
+    runs = tmp_path / "runs"
+    cfg = "[paths]\nvectors = \"{vec}\"\nlog = \"{log}\"\n\n[system]\nseed = {seed}\n\n[training]\nseed = {seed}\ndropout = {dropout}\n"
+    for seed, name, vec in [(1, "trf_spelling.cfg", "/a/assets/encoder_vectors"), (2, "trf.cfg", "assets/encoder_vectors")]:
+        fake_run(runs, "crf", seed, 90.0, 89.0, 89.5)
+        write_meta(runs / f"crf_s{seed}", name, seed, sha=None if seed == 1 else "abc")
+        (runs / f"crf_s{seed}/model-best").mkdir()
+        (runs / f"crf_s{seed}/model-best/config.cfg").write_text(cfg.format(vec=vec, log=f"/x/crf_s{seed}/log.jsonl", seed=seed, dropout=0.1))
+    assert summarize(runs, tmp_path / "ok.json")["crf"]["seeds"] == [1, 2]
+    (runs / "crf_s2/model-best/config.cfg").write_text(cfg.format(vec="v", log="l", seed=2, dropout=0.2))
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(runs)],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "trained_config_sha256" in result.stderr
