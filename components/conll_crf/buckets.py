@@ -7,17 +7,9 @@ probabilities' per-position terms) runs over every padded position. A batch of
 CoNLL articles (2 to 1,300 tokens) pads most rows far beyond their length.
 `length_groups` cuts the docs, sorted by length, into consecutive groups that
 minimise  sum over groups of longest x (step_cost + docs)  (loop steps priced in
-padded positions), exactly, by dynamic programming.
-
-It is used twice: `architectures.py` runs the whole head per group
-(STEP_COST_CPU: a step of the BiLSTM, Viterbi and the forward-backward
-together), and the head cuts each of those groups again for the entity
-probabilities alone (CONFIDENCE_STEP_COST_CPU: a step of the forward-backward
-is a few small tensor operations, so finer groups pay there; on a GPU the head
-does not cut again). Grouping changes no result: every sequence is computed on
-its own (tests/test_pipelines.py and tests/test_buckets.py compare grouped and
-ungrouped outputs; `scripts/bench_buckets.py` times the probabilities' step
-under each step cost, side by side).
+padded positions), exactly, by dynamic programming; `architectures.py` runs the
+head once per group. Grouping changes no result: every sequence is computed on
+its own (tests/test_pipelines.py compares grouped and ungrouped annotations).
 """
 from typing import List, Sequence
 
@@ -33,11 +25,6 @@ MAX_PADDING_FACTOR = 4
 # GPU a step is a few kernel launches and dense work is cheap, so fewer groups.
 STEP_COST_CPU = 64
 STEP_COST_GPU = 4096
-# The same for the entity probabilities alone (a forward-backward step is two
-# small tensor operations; its per-position work is a few dozen float64
-# operations): measured with scripts/bench_buckets.py on the packaged cpu_crf
-# model and the dev articles, 1 thread.
-CONFIDENCE_STEP_COST_CPU = 16
 
 
 def length_groups(lengths: Sequence[int], step_cost: float = STEP_COST_CPU) -> List[List[int]]:

@@ -36,7 +36,6 @@ from thinc.util import get_torch_default_device
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .buckets import CONFIDENCE_STEP_COST_CPU, length_groups
 from .crf import LinearChainCRF, NEG_INF
 from .tags import MODEL_SCHEMES
 
@@ -136,40 +135,13 @@ class BiLSTMCRFModule(nn.Module):
         paths = self.crf.viterbi(em, mask)[1]
         if confidence is None:
             return paths
-        return (paths, *self._entity_confidence(em.detach(), mask, lengths, paths, *confidence))
-
-    def _entity_confidence(self, em: Tensor, mask: Tensor, lengths: Tensor, paths: Tensor, threshold: float,
-                           temperature: float, step_cost: Optional[float] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The Viterbi paths' entities [N, 4] and their probabilities [N], every
-        candidate entity [M, 4] at or above ``threshold`` and its probability
-        [M] (rows (sequence, start, end exclusive, label index), sorted), from
-        the CRF's forward-backward over groups of similar length (buckets.py;
-        ``step_cost`` None: CONFIDENCE_STEP_COST_CPU on CPU, one group on a GPU)."""
-        if step_cost is None:
-            step_cost = CONFIDENCE_STEP_COST_CPU if em.device.type == "cpu" else float("inf")
-        groups = length_groups(lengths.tolist(), step_cost)
-        if len(groups) <= 1:  # one group (or no sequence): no gathers
-            return self._group_confidence(em, mask, paths, threshold, temperature)
-        parts = []
-        for group in groups:
-            rows = torch.tensor(group, dtype=torch.long, device=em.device)
-            width = int(lengths[group].max())  # the group's longest (lengths: a CPU tensor)
-            ents, probs, cands, cand_probs = self._group_confidence(
-                em[rows, :width], mask[rows, :width], paths[rows, :width], threshold, temperature
-            )
-            # back to the batch's sequence indices
-            parts.append((torch.cat([rows[ents[:, :1]], ents[:, 1:]], 1), probs, torch.cat([rows[cands[:, :1]], cands[:, 1:]], 1), cand_probs))
-        ents, probs, cands, cand_probs = (torch.cat(x) for x in zip(*parts))
-        T, X = em.size(1), len(self.crf._entity_tags(None).begin)
-        e_order, c_order = _span_order(ents, T, X), _span_order(cands, T, X)
-        return ents[e_order], probs[e_order], cands[c_order], cand_probs[c_order]
-
-    def _group_confidence(self, em: Tensor, mask: Tensor, paths: Tensor, threshold: float, temperature: float):
+        threshold, temperature = confidence
+        em = em.detach()
         terms = self.crf.span_terms(em, mask, temperature)
         ents = self.crf.path_entities(paths)
         probs = self.crf.entity_probabilities(em, ents, mask, terms=terms)
         cands, cand_probs = self.crf.entity_candidates(em, mask, threshold=threshold, terms=terms)
-        return ents, probs, cands, cand_probs
+        return paths, ents, probs, cands, cand_probs
 
     def _softmax(self, em: Tensor, mask: Tensor, allowed: Optional[Tensor], constraints: Optional[Tensor]):
         log_p = torch.log_softmax(em.float(), dim=2)
@@ -179,13 +151,6 @@ class BiLSTMCRFModule(nn.Module):
         if constraints is not None:
             log_p = log_p.masked_fill(~constraints, NEG_INF)
         return log_p.argmax(2).masked_fill(~mask, -1)
-
-
-def _span_order(spans: Tensor, T: int, X: int) -> Tensor:
-    """The order that sorts span rows (sequence, start, end exclusive, label
-    index < X) [N, 4] of sequences of at most T positions."""
-    b, s, e, x = spans.unbind(1)
-    return torch.argsort(((b * (T + 1) + s) * (T + 1) + e) * X + x)
 
 
 def _packing(lengths: Tensor, first: Tensor, T: int) -> Tuple[Tensor, Tensor, Tensor]:
