@@ -11,7 +11,9 @@ Uses the measuring code of `spacy benchmark speed` (spacy.cli.benchmark_speed:
 warm-up, then words/s per batch on the corpus texts, re-tokenized by each
 pipeline, not shuffled) and alternates A, B, A, B, ... for `rounds` rounds so
 both see the same machine load; reports the mean words/s of each and the
-ratio A / B. Both run with --threads threads (torch and numpy's BLAS; default
+ratio A / B (spaCy's figure: the mean of per-batch rates), and beside them all
+tokens over all time (the rate a corpus sees; a batch of short docs does not
+weigh as much as one of long docs there). Both run with --threads threads (torch and numpy's BLAS; default
 1, as `spacy benchmark speed` users on a shared machine would pin it).
 """
 import argparse
@@ -53,16 +55,26 @@ def main() -> None:
         docs = list(DocBin().from_disk(args.corpus).get_docs(nlp.vocab))
         warmup(nlp, docs, 1, args.batch_size)
     docs = {name: list(DocBin().from_disk(args.corpus).get_docs(nlp.vocab)) for name, nlp in models.items()}
+    # the tokens of each batch `benchmark` times (its docs, unshuffled: docs[i % n] re-tokenized by the pipeline),
+    # so the time of each batch is tokens / words-per-second and the whole run's rate can be given too
+    tokens = {name: batch_tokens(nlp, docs[name], args.n_batches, args.batch_size) for name, nlp in models.items()}
+    seconds = {name: 0.0 for name in models}
     for r in range(args.rounds):
         for name, nlp in models.items():
             sample = benchmark(nlp, docs[name], args.n_batches, args.batch_size, shuffle=False)
             wps[name].extend(sample.tolist())
+            seconds[name] += float((tokens[name][: len(sample)] / sample).sum())
             print(f"round {r + 1}: {name}: {numpy.mean(sample):,.0f} words/s")
     means = {name: float(numpy.mean(v)) for name, v in wps.items()}
     ratio = means[names[0]] / means[names[1]]
+    # spaCy's figure is the mean of per-batch rates (a batch of short docs weighs as much as one of long docs);
+    # the whole run's tokens over its time is the rate a corpus sees
+    totals = {name: float(tokens[name].sum()) * args.rounds / seconds[name] for name in models}
+    ratio_total = totals[names[0]] / totals[names[1]]
     for name, mean in means.items():
-        print(f"{name}: mean {mean:,.0f} words/s over {len(wps[name])} batches of {args.batch_size} docs")
-    print(f"ratio {names[0]} / {names[1]}: {ratio:.2f}")
+        print(f"{name}: mean {mean:,.0f} words/s over {len(wps[name])} batches of {args.batch_size} docs "
+              f"(all tokens over all time: {totals[name]:,.0f} words/s)")
+    print(f"ratio {names[0]} / {names[1]}: {ratio:.2f} (all tokens over all time: {ratio_total:.2f})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {
@@ -71,9 +83,19 @@ def main() -> None:
             "threads": args.threads,
             "words_per_second": means,
             "ratio_a_over_b": ratio,
+            "words_per_second_all_tokens_over_all_time": totals,
+            "ratio_a_over_b_all_tokens_over_all_time": ratio_total,
             "machine": f"{platform.machine()}, python {platform.python_version()}",
         }
         args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def batch_tokens(nlp, docs, n_batches: int, batch_size: int):
+    """Tokens per batch of spaCy's `benchmark(..., shuffle=False)`: docs[i % len(docs)] re-tokenized by ``nlp``."""
+    import numpy
+
+    n = [len(nlp.make_doc(docs[i % len(docs)].text)) for i in range(n_batches * batch_size)]
+    return numpy.add.reduceat(numpy.asarray(n, dtype="float64"), numpy.arange(0, len(n), batch_size))
 
 
 def _overrides(pairs):

@@ -1,0 +1,42 @@
+"""scripts/bench_speed.py: the per-batch token counts behind its whole-run rate, and a run end to end."""
+import importlib.util
+import json
+import subprocess
+import sys
+
+import spacy
+from spacy.tokens import DocBin
+
+from .conftest import ROOT
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("bench_speed_script", ROOT / "scripts" / "bench_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_batch_tokens_follow_spacys_unshuffled_benchmark_order():
+    nlp = spacy.blank("en")
+    docs = [nlp.make_doc(t) for t in ("one two", "three", "four five six")]
+    # 4 batches of 2 docs cycle through the corpus: (2+1), (3+2), (1+3), (2+1)
+    assert load_script().batch_tokens(nlp, docs, 4, 2).tolist() == [3.0, 5.0, 4.0, 3.0]
+
+
+def test_bench_speed_runs_and_reports_both_rates(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.to_disk(tmp_path / "model")
+    texts = ["Short .", "A much longer document with many more words in it than the others ."] * 3
+    DocBin(docs=[nlp.make_doc(t) for t in texts]).to_disk(tmp_path / "corpus.spacy")
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, str(ROOT / "scripts/bench_speed.py"), str(tmp_path / "model"), str(tmp_path / "model"),
+           str(tmp_path / "corpus.spacy"), "--rounds", "1", "--n-batches", "3", "--batch-size", "2", "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(out.read_text())
+    assert got["threads"] == 1 and len(got["words_per_second"]) == 2
+    assert all(v > 0 for v in got["words_per_second_all_tokens_over_all_time"].values())
+    assert got["ratio_a_over_b_all_tokens_over_all_time"] > 0
+    assert "all tokens over all time" in result.stdout
