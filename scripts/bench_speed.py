@@ -18,7 +18,6 @@ weigh as much as one of long docs there). Both run with --threads threads (torch
 """
 import argparse
 import json
-import os
 import platform
 from pathlib import Path
 
@@ -41,7 +40,6 @@ def main() -> None:
     pin_threads(args.threads)  # before numpy and spaCy load: BLAS reads its thread count once
     import numpy
     import spacy
-    import torch
     from spacy.cli.benchmark_speed import benchmark, warmup
     from spacy.tokens import DocBin
 

@@ -18,7 +18,6 @@ whole text, and no entity spans a cut. Each `nlp.pipe` batch runs inside
 """
 import json
 import logging
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple

@@ -5,7 +5,6 @@ change of behaviour gets a new version."""
 import types
 from typing import List, Optional, Sequence
 
-import numpy
 
 from spacy.attrs import LOWER, NORM, ORTH, intify_attr
 from spacy.ml.models import CharacterEmbed, MultiHashEmbed

@@ -27,7 +27,7 @@ STEP_COST_CPU = 64
 STEP_COST_GPU = 4096
 
 
-def length_groups(lengths: Sequence[int], step_cost: float = STEP_COST_CPU) -> List[List[int]]:
+def length_groups(lengths: Sequence[int], step_cost: int = STEP_COST_CPU) -> List[List[int]]:
     """Doc indices grouped so the head's work is least: docs sorted by
     decreasing length are cut into consecutive groups, a group costing
     longest x (step_cost + its docs) (its loop steps plus its padded
@@ -38,10 +38,6 @@ def length_groups(lengths: Sequence[int], step_cost: float = STEP_COST_CPU) -> L
     pads them all to 50,000; ordinary batches of CoNLL articles (lengths
     from 20 to 1,300 tokens) are cut into a few groups."""
     n = len(lengths)
-    if n == 0:
-        return []
-    if not numpy.isfinite(step_cost):
-        return [list(range(n))]
     order = sorted(range(n), key=lambda i: -lengths[i])
     L = numpy.asarray([lengths[i] for i in order], dtype="float64")
     real = numpy.concatenate([[0.0], numpy.cumsum(L)])
