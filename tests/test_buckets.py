@@ -1,14 +1,9 @@
 """Length groups: the cheapest cut and bounded padding (that grouping changes no
-annotation: tests/test_pipelines.py::test_a_long_doc_among_short_ones_gives_the_same_annotations);
-the head on a batch of empty docs with the entity probabilities on."""
+annotation: tests/test_pipelines.py::test_a_long_doc_among_short_ones_gives_the_same_annotations)."""
 import itertools
 import random
 
-import torch
-
 from conll_crf.buckets import MAX_PADDING_FACTOR, MIN_PADDED_POSITIONS, length_groups
-from conll_crf.layers import BiLSTMCRFModule
-from conll_crf.tags import build_tags
 
 
 def test_length_groups_bound_the_padding():
@@ -43,13 +38,3 @@ def test_length_groups_are_the_cheapest_cut():
     assert len(length_groups([1174] * 4 + [150] * 60)) == 2
     assert length_groups([300, 280, 310, 295]) == [[0, 1, 2, 3]]
 
-
-def test_head_confidence_all_empty():
-    """The head on a batch of empty docs (what architectures.py hands it when no doc has a token), probabilities on."""
-    torch.manual_seed(0)
-    module = BiLSTMCRFModule(hidden_width=8, depth=1, dropout=0.0)
-    module.build(6, build_tags(["LOC", "MISC", "PER"], "BIO"), "BIO")
-    with torch.no_grad():
-        paths, ents, probs, cands, cand_probs = module.eval()(torch.zeros(0, 6), torch.tensor([0, 0]), confidence=(0.1, 1.0))
-    assert paths.shape == (2, 0) and ents.shape == (0, 4) and cands.shape == (0, 4)
-    assert probs.numel() == 0 and cand_probs.numel() == 0

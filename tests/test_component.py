@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy
 import pytest
 import spacy
+import torch
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -12,7 +13,8 @@ from spacy.util import registry
 from thinc.api import fix_random_seed
 
 from conll_crf.component import CRFEntityRecognizer
-from conll_crf.tags import iob_spans
+from conll_crf.layers import BiLSTMCRFModule
+from conll_crf.tags import build_tags, iob_spans
 
 TRAIN_DATA = [
     ("Peter Blackburn works for the European Commission in Brussels .", [(0, 15, "PER"), (30, 49, "ORG"), (53, 61, "LOC")]),
@@ -258,6 +260,17 @@ def test_empty_batch_update():
     # empty docs inside a batch with others are fine too
     losses = pipe.update(train_examples + empty, sgd=optimizer)
     assert losses["crf_ner"] > 0
+
+
+def test_head_confidence_all_empty():
+    """The head on a batch of empty docs (what architectures.py hands it when no doc has a token), probabilities on."""
+    torch.manual_seed(0)
+    module = BiLSTMCRFModule(hidden_width=8, depth=1, dropout=0.0)
+    module.build(6, build_tags(["LOC", "MISC", "PER"], "BIO"), "BIO")
+    with torch.no_grad():
+        paths, ents, probs, cands, cand_probs = module.eval()(torch.zeros(0, 6), torch.tensor([0, 0]), confidence=(0.1, 1.0))
+    assert paths.shape == (2, 0) and ents.shape == (0, 4) and cands.shape == (0, 4)
+    assert probs.numel() == 0 and cand_probs.numel() == 0
 
 
 def test_training_dropout_reaches_the_tok2vec():
