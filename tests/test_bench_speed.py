@@ -32,11 +32,12 @@ def test_bench_speed_runs_and_reports_both_rates(tmp_path):
     DocBin(docs=[nlp.make_doc(t) for t in texts]).to_disk(tmp_path / "corpus.spacy")
     out = tmp_path / "speed.json"
     cmd = [sys.executable, str(ROOT / "scripts/bench_speed.py"), str(tmp_path / "model"), str(tmp_path / "model"),
-           str(tmp_path / "corpus.spacy"), "--rounds", "1", "--n-batches", "3", "--batch-size", "2", "--json", str(out)]
+           str(tmp_path / "corpus.spacy"), "--rounds", "2", "--n-batches", "3", "--batch-size", "2", "--json", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     got = json.loads(out.read_text())
     assert got["threads"] == 1 and len(got["words_per_second"]) == 2
     assert all(v > 0 for v in got["words_per_second_all_tokens_over_all_time"].values())
     assert got["ratio_a_over_b_all_tokens_over_all_time"] > 0
+    assert len(got["ratio_a_over_b_per_round"]) == 2 and all(r > 0 for r in got["ratio_a_over_b_per_round"])
     assert "all tokens over all time" in result.stdout
