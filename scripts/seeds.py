@@ -3,6 +3,7 @@
     python scripts/seeds.py train CONFIG_NAME --seeds 1 2 3 [--name NAME] [--gpu-id -1] [overrides ...]
     python scripts/seeds.py evaluate [--runs training/seeds] [--corpus corpus]
     python scripts/seeds.py summarize [--runs training/seeds] [--baseline cpu_ner] [--pair NAME=BASELINE ...] [--previous JSON] [--md PATH] [--json PATH] [--png PATH]
+        [--shipped NAME ... --pairs-png PATH]
 
 `train` trains configs/CONFIG_NAME.cfg once per seed (--system.seed and
 --training.seed; extra `--section.key value` overrides are passed on, e.g. an
@@ -223,6 +224,8 @@ def summarize(args) -> None:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     if args.png:
         plot(summary, args.png)
+    if args.pairs_png:
+        plot_pairs(summary, args.shipped, args.pairs_png)
 
 
 def plot(summary, path: Path) -> None:
@@ -246,6 +249,43 @@ def plot(summary, path: Path) -> None:
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle("Each dot one seed; bar: mean ± sd")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def plot_pairs(summary, names: List[str], path: Path) -> None:
+    """Each named row against its baseline, seed by seed (a line joins the two runs of one seed), on gold tokens
+    and raw text: what a lead over seeds looks like."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    missing = [n for n in names if n not in summary or "baseline" not in summary[n]]
+    if missing:
+        sys.exit(f"--shipped {', '.join(missing)}: not a summarized row with a baseline")
+    keys = [("gold_f", "gold tokens F"), ("raw_f", "raw text F")]
+    fig, axes = plt.subplots(len(names), len(keys), figsize=(5.2 * len(keys), 1.9 * len(names) + 0.9), squeeze=False)
+    for row, name in enumerate(names):
+        base = summary[name]["baseline"]
+        seeds = summary[name]["lead_seeds"]
+        for col, (key, label) in enumerate(keys):
+            ax = axes[row][col]
+            ours = [summary[name]["runs"][str(s) if str(s) in summary[name]["runs"] else s][key] for s in seeds]
+            theirs = [summary[base]["runs"][str(s) if str(s) in summary[base]["runs"] else s][key] for s in seeds]
+            for a, b in zip(ours, theirs):
+                ax.plot([b, a], [0, 1], color="grey", alpha=0.5, linewidth=1)
+            ax.scatter(theirs, [0] * len(theirs), color="tab:orange", zorder=3)
+            ax.scatter(ours, [1] * len(ours), color="tab:blue", zorder=3)
+            lead = summary[name][f"lead_{key}"]
+            ax.set_yticks([0, 1], [base, name], fontsize=8)
+            ax.set_ylim(-0.5, 1.5)
+            ax.grid(axis="x", alpha=0.3)
+            ax.set_title(f"{label}: lead {lead['mean']:+.2f} ± {lead['sd']:.2f} ({len(seeds)} seeds)", fontsize=9)
+            ax.set_xlabel("F1 (%) on eng.testa", fontsize=8)
+    fig.suptitle("Ours (blue) against spaCy's ner (orange) on the same seeds; a line joins one seed's two runs", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -277,6 +317,9 @@ def main() -> None:
     s.add_argument("--md", type=Path, default=None)
     s.add_argument("--json", type=Path, default=None)
     s.add_argument("--png", type=Path, default=None)
+    s.add_argument("--shipped", action="append", default=[], metavar="NAME",
+                   help="a row to draw against its baseline, seed by seed, in --pairs-png (repeatable)")
+    s.add_argument("--pairs-png", type=Path, default=None)
     args, extra = parser.parse_known_args()
     if args.cmd == "train":
         train(args, extra)

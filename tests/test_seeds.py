@@ -63,6 +63,21 @@ def test_summarize_leads_use_shared_seeds_and_previous_keeps_old_runs(tmp_path):
     assert set(fifth) == {"ner", "crf_vec"}
 
 
+def test_pairs_figure_draws_each_shipped_row_against_its_baseline(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        fake_run(runs, "crf", seed, 91.0 + seed, 90.0, 90.5)
+        fake_run(runs, "ner", seed, 90.0, 89.0, 89.5)
+    png = tmp_path / "pairs.png"
+    summarize(runs, tmp_path / "s.json", "--pair", "crf=ner", "--shipped", "crf", "--pairs-png", str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a row without a baseline cannot be drawn against one: named, and nothing written
+    cmd = [sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(runs), "--pair", "crf=ner",
+           "--shipped", "ner", "--pairs-png", str(tmp_path / "no.png")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode != 0 and "--shipped ner" in result.stderr and not (tmp_path / "no.png").exists()
+
+
 def test_summarize_refuses_to_average_two_recipes(tmp_path):
     """The seeds of one run name trained with different overrides: summarize stops and names the setting."""
     runs = tmp_path / "runs"
