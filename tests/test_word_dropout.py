@@ -107,6 +107,8 @@ def test_only_the_word_identity_columns_and_the_rate():
     numpy.testing.assert_array_equal(Y[0][~dropped], X[0][~dropped])
     numpy.testing.assert_array_equal(Y[0][:, 1:], X[0][:, 1:])
     assert (X[0][:, 0] != UNKNOWN_WORD_ID).all()  # the input is not modified
+    layer.attrs["mask"] = [numpy.zeros(0, dtype=bool)]  # an empty doc
+    assert layer([numpy.zeros((0, 4), dtype="uint64")], is_train=True)[0][0].shape == (0, 4)
     with pytest.raises(ValueError, match="does not fit the batch"):
         layer([numpy.ones((3, 4), dtype="uint64")], is_train=True)
 

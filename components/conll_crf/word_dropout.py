@@ -82,11 +82,12 @@ def _unknown_forward(model: Model, Xs: List[Ints2d], is_train: bool) -> Tuple[Li
             "unknown_words: the mask does not fit the batch (tokens per doc "
             f"{[len(m) for m in masks]} against {[len(x) for x in Xs]})"
         )
-    columns = model.attrs["columns"]
+    columns = list(model.attrs["columns"])
+    xp = model.ops.xp
     Ys = []
     for x, mask in zip(Xs, masks):
+        # a select, not a boolean-mask assignment: on cupy that would sync with the host per doc and column
         y = x.copy()
-        for column in columns:
-            y[mask, column] = UNKNOWN_WORD_ID
+        y[:, columns] = xp.where(mask[:, None], xp.asarray(UNKNOWN_WORD_ID, dtype=y.dtype), y[:, columns])
         Ys.append(y)
     return Ys, lambda dY: dY
