@@ -1141,19 +1141,26 @@ class LinearChainCRF(nn.Module):
         # longer entities: only from the (b, s, x) whose first tags can still reach the threshold
         bound = (terms.begin_scores() - log_z.view(B, 1, 1)).exp_()
         alive = torch.nonzero((bound >= threshold) & (starts + 1 <= last.view(B, 1, 1)))  # one host sync per length
+        # every (b, s, x) extended to each length, with its probability, is kept and filtered once at the end:
+        # a length costs one host sync (the next live set's size), not one per filtered tensor
+        ext, ext_p, ext_len = [], [], []
         for length in range(2, cap + 1):
             if len(alive) == 0:
                 break
             b, s, x = alive.unbind(1)
             e = s + (length - 1)
-            p = (terms.scores(b, s, e, x) - log_z[b]).exp()
-            keep = (p >= threshold) & (p > 0)
-            found.append(alive[keep])
-            found_p.append(p[keep])
-            found_len.append(torch.full((int(keep.sum()),), length, dtype=torch.long, device=dev))
+            ext.append(alive)
+            ext_p.append((terms.scores(b, s, e, x) - log_z[b]).exp())
+            ext_len.append(alive.new_full((len(alive),), length))
             if length < cap:
                 nxt = (terms.prefix_scores(b, s, length, x) - log_z[b]).exp()
                 alive = alive[(nxt >= threshold) & (e + 1 <= last[b])]
+        if ext:
+            rows, probs, lengths = torch.cat(ext), torch.cat(ext_p), torch.cat(ext_len)
+            keep = torch.nonzero((probs >= threshold) & (probs > 0)).squeeze(1)
+            found.append(rows.index_select(0, keep))
+            found_p.append(probs.index_select(0, keep))
+            found_len.append(lengths.index_select(0, keep))
         rows, probs, lengths = torch.cat(found), torch.cat(found_p), torch.cat(found_len)
         bb, sb, xb = rows.unbind(1)
         order = torch.argsort(((bb * T + sb) * (T + 1) + lengths) * X + xb)
