@@ -398,8 +398,9 @@ class _CRFObjective(torch.autograd.Function):
             gX.masked_fill_(torch.isinf(Xc), 0.0)  # no gradient for disallowed (-inf) entries
         if ctx.has_gold:
             ycT, idx = saved[7:]
-            # minus the gold path: one-hot emissions, and the count of each X entry it uses
-            # (one entry per position, so a plain scatter: no atomics, deterministic on GPU too)
+            # minus the gold path: one-hot emissions (one entry per position, so a plain scatter: no atomics,
+            # deterministic on GPU too), and the count of each X entry it uses (index_add_: on CUDA it sums with
+            # atomics, so the transitions' gradient may differ between runs in its last bits)
             g_em.scatter_(1, ycT, g_em.gather(1, ycT) - torch.where(pad, 0.0, g.view(1, 1, -1)))
             gX.view(-1).index_add_(0, idx.view(-1), g.neg().expand(idx.shape).reshape(-1))
         K = gX.size(0) - 1
