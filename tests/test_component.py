@@ -273,6 +273,34 @@ def test_head_confidence_all_empty():
     assert probs.numel() == 0 and cand_probs.numel() == 0
 
 
+
+def test_head_update_keeps_the_parameters_memory():
+    """An optimizer that returns new arrays still updates the torch weights in place (the same memory: cuDNN keeps
+    an LSTM's weights in one flattened buffer); one that updates in place, as thinc's do, is left alone."""
+    from conll_crf.layers import HeadShim
+
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(3, 2, bidirectional=True)
+    shim = HeadShim(module)
+    before = {n: (p.data_ptr(), p.detach().clone()) for n, p in module.named_parameters()}
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)
+    shim.finish_update(lambda key, w, g, lr_scale=1.0: (w - 0.5, g))  # new arrays
+    for n, p in module.named_parameters():
+        assert p.data_ptr() == before[n][0]
+        assert torch.equal(p.detach(), before[n][1] - 0.5)
+        assert not p.grad.any()
+
+    def in_place(key, w, g, lr_scale=1.0):
+        w -= 0.25
+        return w, g
+
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)
+    shim.finish_update(in_place)
+    for n, p in module.named_parameters():
+        assert p.data_ptr() == before[n][0] and torch.allclose(p.detach(), before[n][1] - 0.75)
+
 def test_training_dropout_reaches_the_tok2vec():
     """nlp.update(drop=...) ([training] dropout) sets the tok2vec's dropout
     layers, as spaCy's own components do; the BiLSTM head keeps its own rate

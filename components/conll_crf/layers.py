@@ -280,7 +280,11 @@ class HeadShim(PyTorchShim):
                 continue
             if not self._grad_scaler.found_inf:  # skip the update when a gradient overflowed
                 data, _ = optimizer((self.id, name), torch2xp(param.data), torch2xp(param.grad), lr_scale=self.lr_scale)
-                param.data = xp2torch(data, requires_grad=True, device=param.device)
+                new = xp2torch(data, device=param.device)
+                # thinc's optimizers update in place (the same memory: nothing to do); were it a new array, copy it
+                # in rather than rebind param.data, so the LSTM's weights stay in cuDNN's one flattened buffer
+                if new.data_ptr() != param.data.data_ptr():
+                    param.data.copy_(new)
             param.grad.zero_()
         self._grad_scaler.update()
 
