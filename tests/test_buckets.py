@@ -3,7 +3,7 @@ annotation: tests/test_pipelines.py::test_a_long_doc_among_short_ones_gives_the_
 import itertools
 import random
 
-from conll_crf.buckets import MAX_PADDING_FACTOR, MIN_PADDED_POSITIONS, length_groups
+from conll_crf.buckets import MAX_GROUP_POSITIONS_GPU, MAX_PADDING_FACTOR, MIN_PADDED_POSITIONS, length_groups
 
 
 def test_length_groups_bound_the_padding():
@@ -16,6 +16,11 @@ def test_length_groups_bound_the_padding():
         assert padded <= max(MAX_PADDING_FACTOR * sum(lengths[i] for i in g), MIN_PADDED_POSITIONS)
     assert len(groups) == 2 and 30 in groups[0]
     assert length_groups([]) == []
+    # the GPU's cap: many long docs of one length are split so no group holds more than its padded positions
+    groups = length_groups([20000] * 64, 4096, MAX_GROUP_POSITIONS_GPU)
+    assert all(20000 * len(g) <= MAX_GROUP_POSITIONS_GPU for g in groups) and len(groups) == 3
+    assert length_groups([20000] * 64, 4096) == [list(range(64))]  # no cap on CPU: one group
+    assert length_groups([600000, 5], 4096, MAX_GROUP_POSITIONS_GPU) == [[0], [1]]  # one doc is never split
 
 
 def test_length_groups_are_the_cheapest_cut():
@@ -34,6 +39,23 @@ def test_length_groups_are_the_cheapest_cut():
         groups = length_groups(lengths, step)
         assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
         assert cost(groups) == best
+    # with a cap on a group's padded positions (the GPU's memory): still the cheapest cut among those that fit it
+    for _ in range(200):
+        lengths = [rng.choice([1, 5, 20, 60, 200]) + rng.randrange(5) for _ in range(rng.randrange(1, 8))]
+        cap = rng.choice([50, 200, 600])
+        cost = lambda groups: sum(max(lengths[i] for i in g) * (16 + len(g)) for g in groups)  # noqa: E731
+        fits = lambda g: len(g) == 1 or max(lengths[i] for i in g) * len(g) <= cap  # noqa: E731
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        best = min(
+            cost(gs)
+            for r in range(len(order))
+            for cuts in itertools.combinations(range(1, len(order)), r)
+            for gs in [[order[a:b] for a, b in zip((0,) + cuts, cuts + (len(order),))]]
+            if all(fits(g) for g in gs)
+        )
+        groups = length_groups(lengths, 16, cap)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        assert all(fits(g) for g in groups) and cost(groups) == best
     # a batch of CoNLL articles of very different lengths is cut; similar lengths are not
     assert len(length_groups([1174] * 4 + [150] * 60)) == 2
     assert length_groups([300, 280, 310, 295]) == [[0, 1, 2, 3]]

@@ -13,7 +13,7 @@ from spacy.util import registry
 from thinc.api import Model, PyTorchShim, chain, concatenate, get_torch_default_device
 from thinc.types import Floats2d
 
-from .buckets import STEP_COST_CPU, STEP_COST_GPU, length_groups
+from .buckets import MAX_GROUP_POSITIONS_GPU, STEP_COST_CPU, STEP_COST_GPU, length_groups
 from .layers import Prediction, bilstm_crf_head, build_head
 from .word_dropout import concatenate_with_word_dropout, unknown_words
 
@@ -104,8 +104,9 @@ def _forward(model: Model, inputs, is_train: bool):
         return head(([model.ops.alloc2f(0, 0) for _ in docs], targets, constraints, confidence), is_train)
     Xs, bp_tok2vec = tok2vec(docs, is_train)
     if targets is None:
-        step_cost = STEP_COST_CPU if get_torch_default_device().type == "cpu" else STEP_COST_GPU
-        groups = length_groups([len(x) for x in Xs], step_cost)
+        on_cpu = get_torch_default_device().type == "cpu"
+        groups = length_groups([len(x) for x in Xs], STEP_COST_CPU if on_cpu else STEP_COST_GPU,
+                               None if on_cpu else MAX_GROUP_POSITIONS_GPU)
         if len(groups) > 1:  # a few long docs among short ones: the head runs per group
             outs = [head(([Xs[i] for i in g], None, None if constraints is None else [constraints[i] for i in g], confidence), False)[0] for g in groups]
             return _merge_predictions(model.ops, outs, groups, len(docs)), lambda dY: []

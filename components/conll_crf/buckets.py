@@ -11,7 +11,7 @@ padded positions), exactly, by dynamic programming; `architectures.py` runs the
 head once per group. Grouping changes no result: every sequence is computed on
 its own (tests/test_pipelines.py compares grouped and ungrouped annotations).
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy
 
@@ -25,15 +25,21 @@ MAX_PADDING_FACTOR = 4
 # GPU a step is a few kernel launches and dense work is cheap, so fewer groups.
 STEP_COST_CPU = 64
 STEP_COST_GPU = 4096
+# On a GPU the whole group's dense work is resident at once (Viterbi's meet-in-the-middle keeps
+# positions x K x (K+1) candidate scores; the probabilities four float64 [T, 2, K, B] stacks), so a
+# group of several docs is also capped in padded positions: at 2^19, about 0.2 GB of candidates for BIO
+# (K = 9) and 0.6 GB for BILUO (K = 17). On CPU the decoders stream and no cap applies.
+MAX_GROUP_POSITIONS_GPU = 1 << 19
 
 
-def length_groups(lengths: Sequence[int], step_cost: int = STEP_COST_CPU) -> List[List[int]]:
+def length_groups(lengths: Sequence[int], step_cost: int = STEP_COST_CPU, max_positions: Optional[int] = None) -> List[List[int]]:
     """Doc indices grouped so the head's work is least: docs sorted by
     decreasing length are cut into consecutive groups, a group costing
     longest x (step_cost + its docs) (its loop steps plus its padded
     positions), the cuts chosen by dynamic programming; no group of more
     than one doc pads beyond MAX_PADDING_FACTOR x its real tokens or
-    MIN_PADDED_POSITIONS, whichever is larger (memory). A batch of similar
+    MIN_PADDED_POSITIONS, whichever is larger, nor beyond `max_positions`
+    padded positions where given (memory). A batch of similar
     lengths stays one group; a 50,000-token doc among short ones no longer
     pads them all to 50,000; ordinary batches of CoNLL articles (lengths
     from 20 to 1,300 tokens) are cut into a few groups."""
@@ -48,7 +54,10 @@ def length_groups(lengths: Sequence[int], step_cost: int = STEP_COST_CPU) -> Lis
         i = numpy.arange(j)
         size = j - i
         padded = L[:j] * size
-        fits = (size == 1) | (padded <= numpy.maximum(MAX_PADDING_FACTOR * (real[j] - real[:j]), MIN_PADDED_POSITIONS))
+        fits = padded <= numpy.maximum(MAX_PADDING_FACTOR * (real[j] - real[:j]), MIN_PADDED_POSITIONS)
+        if max_positions is not None:
+            fits &= padded <= max_positions
+        fits |= size == 1
         cost = numpy.where(fits, best[:j] + L[:j] * (step_cost + size), numpy.inf)
         cut[j] = int(numpy.argmin(cost))
         best[j] = cost[cut[j]]
