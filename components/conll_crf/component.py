@@ -293,7 +293,16 @@ class CRFEntityRecognizer(TrainablePipe):
         tags = self.tags
         if isinstance(tag_ids, Prediction):
             tag_ids = tag_ids.tag_ids
-        return [[tags[i] for i in self.model.ops.to_numpy(ids).tolist()] for ids in tag_ids]
+        if not len(tag_ids):
+            return []
+        # one device-to-host copy for the batch (on a GPU, one per doc would sync per doc)
+        ops = self.model.ops
+        flat = ops.to_numpy(ops.xp.concatenate([ops.xp.asarray(ids).reshape(-1) for ids in tag_ids])).tolist()
+        out, start = [], 0
+        for ids in tag_ids:
+            out.append([tags[i] for i in flat[start:start + len(ids)]])
+            start += len(ids)
+        return out
 
     def predict_tags(self, docs: Iterable[Doc]) -> List[List[str]]:
         """The predicted tag names per doc (for diagnostics and exports)."""
