@@ -1,7 +1,7 @@
 """Inference speed of two pipelines on the same corpus, in one run.
 
     python scripts/bench_speed.py MODEL_A MODEL_B CORPUS [--rounds 3] [--batch-size 64] [--n-batches 20] [--json PATH]
-        [--set-a KEY=VALUE ...] [--set-b KEY=VALUE ...] [--threads 1]
+        [--set-a KEY=VALUE ...] [--set-b KEY=VALUE ...] [--threads 1] [--retain-freed-memory]
 
 --set-a/--set-b: config overrides of a loaded pipeline (spacy.load's config=),
 e.g. `--set-b components.crf_ner.confidence=false` measures the cost of the
@@ -15,12 +15,16 @@ ratio A / B (spaCy's figure: the mean of per-batch rates), and beside them all
 tokens over all time (the rate a corpus sees; a batch of short docs does not
 weigh as much as one of long docs there). Both run with --threads threads (torch and numpy's BLAS; default
 1, as `spacy benchmark speed` users on a shared machine would pin it).
+--retain-freed-memory: glibc keeps freed blocks of up to 32 MiB for reuse
+(conll_crf.allocator, what `conll-crf annotate` does in its workers) for both
+pipelines; without it, glibc's defaults, as in an app that did not opt in.
 """
 import argparse
 import json
 import platform
 from pathlib import Path
 
+from conll_crf.allocator import retain_freed_memory
 from conll_crf.threads import pin_threads
 
 
@@ -36,8 +40,13 @@ def main() -> None:
     parser.add_argument("--set-a", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=1, help="threads for torch and numpy's BLAS (default 1)")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="keep freed blocks of up to 32 MiB in the heap (conll_crf.allocator), for both pipelines")
     args = parser.parse_args()
     pin_threads(args.threads)  # before numpy and spaCy load: BLAS reads its thread count once
+    retained = retain_freed_memory() if args.retain_freed_memory else False
+    if args.retain_freed_memory and not retained:
+        print("--retain-freed-memory: not glibc, the allocator's defaults stay")
     import numpy
     import spacy
     from spacy.cli.benchmark_speed import benchmark, warmup
@@ -81,6 +90,7 @@ def main() -> None:
             "corpus": str(args.corpus),
             "batch_size": args.batch_size,
             "threads": args.threads,
+            "retain_freed_memory": retained,
             "words_per_second": means,
             "ratio_a_over_b": ratio,
             "words_per_second_all_tokens_over_all_time": totals,

@@ -36,8 +36,11 @@ def test_bench_speed_runs_and_reports_both_rates(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     got = json.loads(out.read_text())
-    assert got["threads"] == 1 and len(got["words_per_second"]) == 2
+    assert got["threads"] == 1 and len(got["words_per_second"]) == 2 and got["retain_freed_memory"] is False
     assert all(v > 0 for v in got["words_per_second_all_tokens_over_all_time"].values())
     assert got["ratio_a_over_b_all_tokens_over_all_time"] > 0
     assert len(got["ratio_a_over_b_per_round"]) == 2 and all(r > 0 for r in got["ratio_a_over_b_per_round"])
     assert "all tokens over all time" in result.stdout
+    result = subprocess.run(cmd + ["--retain-freed-memory"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["retain_freed_memory"] is True

@@ -61,6 +61,7 @@ class JobConfig:
     code: Sequence[str] = ()
     workers: int = 1
     threads_per_worker: int = 1
+    retain_freed_memory: bool = True  # glibc keeps the head's large freed buffers in each worker (conll_crf.allocator)
     gpus_per_worker: float = 0.0
     gpu_id: int = -1
     address: Optional[str] = None
@@ -77,7 +78,7 @@ class JobConfig:
     def annotator_kwargs(self) -> Dict:
         return {
             "code": [os.path.abspath(c) for c in self.code], "threads": self.threads_per_worker, "batch_size": self.batch_size,
-            "max_chars": self.max_chars, "scores_key": self.scores_key,
+            "max_chars": self.max_chars, "scores_key": self.scores_key, "retain_freed_memory": self.retain_freed_memory,
         }
 
 

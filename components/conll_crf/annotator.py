@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .records import Record, RecordError
+from .allocator import retain_freed_memory as keep_freed_memory
 from .threads import pin_threads
 
 logger = logging.getLogger("conll_crf.annotate")
@@ -146,8 +147,11 @@ class Annotator:
         batch_size: int = 64,
         max_chars: int = 0,
         scores_key: str = "crf_ner",
+        retain_freed_memory: bool = True,
     ) -> None:
         pin_threads(threads)
+        if retain_freed_memory:  # this process is the annotator's: keep the head's large buffers for reuse
+            keep_freed_memory()
         import spacy
         from spacy.util import import_file
 
