@@ -112,6 +112,8 @@ def trained_config_sha256(run: Path) -> Optional[str]:
     config["paths"] = {k: (Path(v).name if isinstance(v, str) else v) for k, v in config.get("paths", {}).items() if k != "log"}
     for section in ("system", "training"):
         config.get(section, {}).pop("seed", None)
+    for component in config.get("components", {}).values():  # how memory is kept, never a result
+        component.pop("retain_freed_memory", None)
     return hashlib.sha256(config.to_str().encode("utf8")).hexdigest()
 
 

@@ -301,6 +301,24 @@ def test_head_update_keeps_the_parameters_memory():
     for n, p in module.named_parameters():
         assert p.data_ptr() == before[n][0] and torch.allclose(p.detach(), before[n][1] - 0.75)
 
+
+def test_the_factory_keeps_freed_memory_unless_configured_not_to(monkeypatch):
+    """retain_freed_memory (default true) calls conll_crf.allocator when the component is created; a pipeline
+    saved before the setting existed loads with the default."""
+    import conll_crf.allocator
+
+    calls = []
+    monkeypatch.setattr(conll_crf.allocator, "retain_freed_memory", lambda: calls.append(1) or True)
+    spacy.blank("en").add_pipe("crf_ner")
+    assert calls == [1]
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config={"retain_freed_memory": False})
+    assert calls == [1] and nlp.config["components"]["crf_ner"]["retain_freed_memory"] is False
+    config = nlp.config.copy()
+    del config["components"]["crf_ner"]["retain_freed_memory"]  # as in a pipeline saved before the setting
+    assert spacy.util.load_model_from_config(config).get_pipe("crf_ner") is not None
+    assert calls == [1, 1]
+
 def test_training_dropout_reaches_the_tok2vec():
     """nlp.update(drop=...) ([training] dropout) sets the tok2vec's dropout
     layers, as spaCy's own components do; the BiLSTM head keeps its own rate

@@ -185,3 +185,22 @@ def test_recipes_compare_by_the_config_each_seed_was_trained_with(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts/seeds.py"), "summarize", "--runs", str(runs)],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "trained_config_sha256" in result.stderr
+
+
+def test_the_recipe_hash_ignores_how_memory_is_kept(tmp_path):
+    """retain_freed_memory (a crf_ner setting that changes no result) does not make two recipes of one config."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seeds_script", ROOT / "scripts/seeds.py")
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    base = "[paths]\nlog = null\n\n[system]\nseed = 1\n\n[components]\n\n[components.crf_ner]\nfactory = \"crf_ner\"\nscheme = \"BIO\"\n"
+    hashes = []
+    for name, extra in (("old", ""), ("new", "retain_freed_memory = true\n"), ("off", "retain_freed_memory = false\n")):
+        (tmp_path / name / "model-best").mkdir(parents=True)
+        (tmp_path / name / "model-best/config.cfg").write_text(base + extra)
+        hashes.append(seeds.trained_config_sha256(tmp_path / name))
+    assert hashes[0] == hashes[1] == hashes[2]
+    (tmp_path / "biluo/model-best").mkdir(parents=True)
+    (tmp_path / "biluo/model-best/config.cfg").write_text(base.replace("BIO", "BILUO"))
+    assert seeds.trained_config_sha256(tmp_path / "biluo") != hashes[0]

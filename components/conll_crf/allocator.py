@@ -9,17 +9,19 @@ trim threshold; the next batch's buffers then arrive as new pages, which the
 kernel faults in and zeroes. Where page faults are expensive (a virtual machine;
 transparent huge pages, zeroed 2 MiB at a time) that cost is a large share of
 crf_ner's time, and it varies with the machine's state: on the development VM,
-the same models and code measured 0.90-0.96x spaCy's ner with glibc's defaults
-and 1.13x with blocks up to 32 MiB kept in the heap (README, "Inference speed").
+the same models and code measured 0.88-0.96x spaCy's ner with glibc's defaults
+and 1.14x with blocks up to 32 MiB kept in the heap (README, "Inference speed";
+the peak resident size did not change).
 
 `retain_freed_memory` sets the two thresholds with `mallopt`, as the
 MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ environment variables would
 at start-up (jemalloc and tcmalloc keep freed memory on their own). It is
-process-wide, so the library never calls it on import: `conll-crf annotate`
-calls it in its own worker processes (`--no-retain-freed-memory` to opt out),
-`scripts/bench_speed.py --retain-freed-memory` measures it, and an app opts in by
-calling it. The price: up to `trim_threshold` of freed memory stays with the
-process instead of going back to the system.
+process-wide, so nothing calls it on import: a `crf_ner` component does when it
+is created with `retain_freed_memory = true` (its default; a config setting),
+and `conll-crf annotate` in its worker processes whatever the pipeline
+(`--no-retain-freed-memory` to opt out). The price: up to `trim_threshold`
+(128 MiB) of freed memory stays with the process instead of going back to the
+system.
 """
 import ctypes
 import sys
@@ -28,7 +30,7 @@ from typing import Dict
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc refuses more on 64-bit systems
-DEFAULT_TRIM_THRESHOLD = 1 << 30
+DEFAULT_TRIM_THRESHOLD = 128 << 20
 
 
 def retained_memory_env(mmap_threshold: int = MMAP_THRESHOLD_MAX, trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> Dict[str, str]:
