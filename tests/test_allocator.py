@@ -52,4 +52,4 @@ def test_settings_are_checked_and_the_environment_matches():
     with pytest.raises(ValueError, match="trim_threshold"):
         retain_freed_memory(trim_threshold=1 << 31)
     env = retained_memory_env()
-    assert env == {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
+    assert env == {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}

@@ -109,8 +109,8 @@ def make_crf_ner(
     gold sentence starts always constrain training, as they constrain
     decoding of a sentence-split doc; 1: never, as an app's raw text arrives
     unsplit). Prediction is unaffected: known boundaries always constrain it.
-    `retain_freed_memory`: have glibc keep freed blocks of up to 32 MiB for
-    reuse in this process (conll_crf.allocator; process-wide, no effect on any
+    `retain_freed_memory`: have glibc keep freed blocks of up to 32 MiB (and
+    up to 1 GiB of free heap) for reuse in this process (conll_crf.allocator; process-wide, no effect on any
     result): the head's per-batch buffers then stop arriving as fresh pages to
     fault in and zero, which on the development VM took cpu_crf from 0.88x to
     1.14x spaCy's ner's words/s; false leaves the C allocator alone."""
