@@ -16,8 +16,8 @@ tokens over all time (the rate a corpus sees; a batch of short docs does not
 weigh as much as one of long docs there). Both run with --threads threads (torch and numpy's BLAS; default
 1, as `spacy benchmark speed` users on a shared machine would pin it).
 --retain-freed-memory: glibc keeps freed blocks of up to 32 MiB for reuse
-(conll_crf.allocator, what `conll-crf annotate` does in its workers) for both
-pipelines; without it, glibc's defaults, as in an app that did not opt in.
+(conll_crf.allocator, what a crf_ner component does when created unless its
+retain_freed_memory setting is false) from the start, for both pipelines.
 """
 import argparse
 import json

@@ -200,24 +200,33 @@ def test_crf_ner_pipeline_runs_under_the_annotator(tmp_path):
 
 
 
-def test_workers_keep_freed_memory_unless_told_not_to(tmp_path, ruler_model, monkeypatch):
-    """The annotator's process keeps the head's large freed buffers (conll_crf.allocator) by default;
-    --no-retain-freed-memory leaves glibc alone; the manifest records which."""
-    import conll_crf.annotator as annotator_module
+def test_workers_keep_freed_memory_unless_told_not_to(tmp_path, monkeypatch):
+    """crf_ner keeps the head's large freed buffers (conll_crf.allocator) when the annotator loads it;
+    --no-retain-freed-memory switches that off in every crf_ner of the pipeline; the manifest records which."""
+    import conll_crf.allocator
     from conll_crf.cli import build_parser
 
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", name="ner_a")
+    nlp.add_pipe("crf_ner", name="ner_b", config={"spans_key": "b"})
+    from spacy.training import Example
+
+    nlp.initialize(lambda: [Example.from_dict(nlp.make_doc("Peter works ."), {"entities": ["U-PER", "O", "O"]})])
+    nlp.to_disk(tmp_path / "crf")
     calls = []
-    monkeypatch.setattr(annotator_module, "keep_freed_memory", lambda: calls.append(1) or True)
-    Annotator(ruler_model)
-    Annotator(ruler_model, retain_freed_memory=False)
-    assert calls == [1]
+    monkeypatch.setattr(conll_crf.allocator, "retain_freed_memory", lambda: calls.append(1) or True)
+    Annotator(str(tmp_path / "crf"))
+    assert calls == [1, 1]  # each crf_ner, at creation
+    Annotator(str(tmp_path / "crf"), retain_freed_memory=False)
+    assert calls == [1, 1]
     args = build_parser().parse_args(["annotate", "x.jsonl", "--model", "m", "--output", "o"])
     assert args.retain_freed_memory is True
     args = build_parser().parse_args(["annotate", "x.jsonl", "--model", "m", "--output", "o", "--no-retain-freed-memory"])
     assert args.retain_freed_memory is False
     src = write_jsonl(tmp_path / "in.jsonl", 3)
-    manifest = run_job(job([src], ruler_model, tmp_path / "out", retain_freed_memory=False))
-    assert manifest["runs"][0]["arguments"]["retain_freed_memory"] is False and calls == [1]
+    manifest = run_job(job([src], str(tmp_path / "crf"), tmp_path / "out", retain_freed_memory=False))
+    assert manifest["runs"][0]["arguments"]["retain_freed_memory"] is False and calls == [1, 1]
+
 
 def test_pipeline_factories_from_a_folder_a_package_layout_or_unknown(tmp_path, ruler_model):
     from conll_crf.annotator import pipeline_factories

@@ -17,9 +17,9 @@ the peak resident size did not change).
 MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ environment variables would
 at start-up (jemalloc and tcmalloc keep freed memory on their own). It is
 process-wide, so nothing calls it on import: a `crf_ner` component does when it
-is created with `retain_freed_memory = true` (its default; a config setting),
-and `conll-crf annotate` in its worker processes whatever the pipeline
-(`--no-retain-freed-memory` to opt out). The price: up to `trim_threshold`
+is created with `retain_freed_memory = true` (its default; a config setting;
+`conll-crf annotate --no-retain-freed-memory` sets it false in every crf_ner of
+the pipeline it loads). The price: up to `trim_threshold`
 (1 GiB) of freed memory stays with the process instead of going back to the
 system, so the resident size stays near its peak between batches (the peak
 itself did not change in the measurements).

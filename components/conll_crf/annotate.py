@@ -61,7 +61,7 @@ class JobConfig:
     code: Sequence[str] = ()
     workers: int = 1
     threads_per_worker: int = 1
-    retain_freed_memory: bool = True  # glibc keeps the head's large freed buffers in each worker (conll_crf.allocator)
+    retain_freed_memory: bool = True  # False: every crf_ner loaded with retain_freed_memory = false (conll_crf.allocator)
     gpus_per_worker: float = 0.0
     gpu_id: int = -1
     address: Optional[str] = None

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .records import Record, RecordError
-from .allocator import retain_freed_memory as keep_freed_memory
 from .threads import pin_threads
 
 logger = logging.getLogger("conll_crf.annotate")
@@ -81,11 +80,10 @@ def _read_meta(path: Optional[Path]) -> Dict:
     return dict(json.loads(meta_path.read_text(encoding="utf8")))
 
 
-def pipeline_factories(model: str) -> Optional[Set[str]]:
-    """The factory of every component in a pipeline's config.cfg (a folder, or the
-    data folder of an installed package as spaCy's `load_model_from_init_py`
-    finds it), read without loading the pipeline; None when that is not known for
-    every component."""
+def pipeline_components(model: str) -> Optional[Dict[str, Dict]]:
+    """The component blocks of a pipeline's config.cfg (a folder, or the data
+    folder of an installed package as spaCy's `load_model_from_init_py` finds
+    it), read without loading the pipeline; None when it cannot be read."""
     from spacy.util import load_config
 
     path = _pipeline_path(model)
@@ -98,8 +96,14 @@ def pipeline_factories(model: str) -> Optional[Set[str]]:
         if not config_path.exists():
             return None
     try:
-        components = load_config(config_path, interpolate=False).get("components", {})
+        return dict(load_config(config_path, interpolate=False).get("components", {}))
     except Exception:  # noqa: BLE001 (spaCy reports a bad config when it loads it)
+        return None
+
+
+def factories_of(components: Optional[Dict[str, Dict]]) -> Optional[Set[str]]:
+    """The factory of every component block; None when that is not known for every component."""
+    if components is None:
         return None
     factories = set()
     for block in components.values():
@@ -108,6 +112,12 @@ def pipeline_factories(model: str) -> Optional[Set[str]]:
             return None
         factories.add(str(factory))
     return factories
+
+
+def pipeline_factories(model: str) -> Optional[Set[str]]:
+    """The factory of every component in a pipeline's config.cfg, read without
+    loading the pipeline; None when that is not known for every component."""
+    return factories_of(pipeline_components(model))
 
 
 @contextmanager
@@ -150,8 +160,6 @@ class Annotator:
         retain_freed_memory: bool = True,
     ) -> None:
         pin_threads(threads)
-        if retain_freed_memory:  # this process is the annotator's: keep the head's large buffers for reuse
-            keep_freed_memory()
         import spacy
         from spacy.util import import_file
 
@@ -159,8 +167,15 @@ class Annotator:
             import_file(f"conll_crf_user_code_{i}", path)
         if gpu_id >= 0:
             spacy.require_gpu(gpu_id)
-        with entry_point_factories_limited_to(pipeline_factories(model)):
-            self.nlp = spacy.load(model)
+        components = pipeline_components(model)
+        overrides: Dict = {}
+        if not retain_freed_memory:  # crf_ner keeps freed memory when created unless its setting says not to
+            names = [n for n, b in (components or {}).items() if isinstance(b, dict) and b.get("factory") == "crf_ner"]
+            overrides = {"components": {n: {"retain_freed_memory": False} for n in names}} if names else {}
+            if components is None:
+                logger.warning("%s: its config could not be read, so its crf_ner components (if any) keep freed memory", model)
+        with entry_point_factories_limited_to(factories_of(components)):
+            self.nlp = spacy.load(model, config=overrides)
         self.batch_size = batch_size
         self.max_chars = max_chars or self.nlp.max_length
         if self.max_chars > self.nlp.max_length:

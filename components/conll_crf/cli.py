@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="ray: number of actors, each with its own pipeline")
     p.add_argument("--threads-per-worker", type=int, default=1, help="CPU threads (and Ray CPUs) per worker")
     p.add_argument("--no-retain-freed-memory", dest="retain_freed_memory", action="store_false",
-                   help="leave glibc's thresholds alone in the workers (by default freed blocks of up to 32 MiB are kept "
-                        "for reuse: faster where page faults are costly, at the price of a larger resident size)")
+                   help="load every crf_ner with retain_freed_memory = false, leaving glibc's thresholds alone (by default "
+                        "crf_ner has freed blocks of up to 32 MiB kept for reuse: faster where page faults are costly, "
+                        "at the price of a larger resident size)")
     p.add_argument("--gpus-per-worker", type=_non_negative_float, default=0.0, help="ray: GPUs per worker (fractions allowed)")
     p.add_argument("--gpu-id", type=int, default=-1, help="local: GPU to use (-1: CPU)")
     p.add_argument("--address", default=None, help="ray: cluster address (default: RAY_ADDRESS, else a local Ray)")
