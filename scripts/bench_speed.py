@@ -58,7 +58,6 @@ def main() -> None:
         names = [f"A: {names[0]}", f"B: {names[1]}"]
     models = {name: spacy.load(path, config=_overrides(sets)) for name, (path, sets) in zip(names, specs)}
     wps = {name: [] for name in models}
-    round_means = {name: [] for name in models}
     for name, nlp in models.items():
         docs = list(DocBin().from_disk(args.corpus).get_docs(nlp.vocab))
         warmup(nlp, docs, 1, args.batch_size)
@@ -71,7 +70,6 @@ def main() -> None:
         for name, nlp in models.items():
             sample = benchmark(nlp, docs[name], args.n_batches, args.batch_size, shuffle=False)
             wps[name].extend(sample.tolist())
-            round_means[name].append(float(numpy.mean(sample)))
             seconds[name] += float((tokens[name][: len(sample)] / sample).sum())
             print(f"round {r + 1}: {name}: {numpy.mean(sample):,.0f} words/s")
     means = {name: float(numpy.mean(v)) for name, v in wps.items()}
@@ -95,7 +93,8 @@ def main() -> None:
             "ratio_a_over_b": ratio,
             "words_per_second_all_tokens_over_all_time": totals,
             "ratio_a_over_b_all_tokens_over_all_time": ratio_total,
-            "ratio_a_over_b_per_round": [a / b for a, b in zip(*round_means.values())],
+            "ratio_a_over_b_per_round": (numpy.mean(numpy.reshape(wps[names[0]], (args.rounds, -1)), 1)
+                                         / numpy.mean(numpy.reshape(wps[names[1]], (args.rounds, -1)), 1)).tolist(),
             "machine": f"{platform.machine()}, python {platform.python_version()}",
         }
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -275,8 +275,8 @@ def plot_pairs(summary, names: List[str], path: Path) -> None:
         seeds = summary[name]["lead_seeds"]
         for col, (key, label) in enumerate(keys):
             ax = axes[row][col]
-            ours = [summary[name]["runs"][str(s) if str(s) in summary[name]["runs"] else s][key] for s in seeds]
-            theirs = [summary[base]["runs"][str(s) if str(s) in summary[base]["runs"] else s][key] for s in seeds]
+            ours = [summary[name]["runs"][s][key] for s in seeds]
+            theirs = [summary[base]["runs"][s][key] for s in seeds]
             for a, b in zip(ours, theirs):
                 ax.plot([b, a], [0, 1], color="grey", alpha=0.5, linewidth=1)
             ax.scatter(theirs, [0] * len(theirs), color="tab:orange", zorder=3)
