@@ -778,8 +778,10 @@ class _SpanTerms:
             n_max = nb.amax(2, keepdim=True)
             n_max = torch.where(torch.isfinite(n_max), n_max, 0.0)
             nb_exp = (nb - n_max).exp_()  # shared by both closing terms
-            self.close_b = self._close(nb_exp, n_max, trans, end, b_, i_, is_last)
-            self.close_i = self._close(nb_exp, n_max, trans, end, i_, i_, is_last)
+            # both closing terms (after B-X, after I-X) in one product: [B, T, 2X]
+            close = self._close(nb_exp, n_max, trans, end, torch.cat([b_, i_]), torch.cat([i_, i_]), is_last)
+            X = len(b_)
+            self.close_b, self.close_i = close[:, :, :X], close[:, :, X:]
         else:
             l_, u_ = ents.last, ents.unit
             self.unit = alpha.index_select(2, u_) + beta.index_select(2, u_)
