@@ -18,10 +18,16 @@ weigh as much as one of long docs there). Both run with --threads threads (torch
 --retain-freed-memory: glibc keeps freed blocks of up to 32 MiB for reuse
 (conll_crf.allocator, what a crf_ner component does when created unless its
 retain_freed_memory setting is false) from the start, for both pipelines.
+Also counts, per pipeline, the collections of Python's cyclic garbage
+collector during its timed batches and the seconds spent in them, per
+generation (a full collection, generation 2, takes ~0.1 s once spaCy and torch
+are loaded): printed and stored under "gc".
 """
 import argparse
+import gc
 import json
 import platform
+import time
 from pathlib import Path
 
 from conll_crf.allocator import retain_freed_memory
@@ -66,9 +72,11 @@ def main() -> None:
     # so the time of each batch is tokens / words-per-second and the whole run's rate can be given too
     tokens = {name: batch_tokens(nlp, docs[name], args.n_batches, args.batch_size) for name, nlp in models.items()}
     seconds = {name: 0.0 for name in models}
+    gc_stats = GCStats(list(models))
     for r in range(args.rounds):
         for name, nlp in models.items():
-            sample = benchmark(nlp, docs[name], args.n_batches, args.batch_size, shuffle=False)
+            with gc_stats.charged_to(name):
+                sample = benchmark(nlp, docs[name], args.n_batches, args.batch_size, shuffle=False)
             wps[name].extend(sample.tolist())
             seconds[name] += float((tokens[name][: len(sample)] / sample).sum())
             print(f"round {r + 1}: {name}: {numpy.mean(sample):,.0f} words/s")
@@ -81,6 +89,9 @@ def main() -> None:
     for name, mean in means.items():
         print(f"{name}: mean {mean:,.0f} words/s over {len(wps[name])} batches of {args.batch_size} docs "
               f"(all tokens over all time: {totals[name]:,.0f} words/s)")
+    for name, st in gc_stats.stats.items():
+        print(f"{name}: garbage collections per generation {st['collections']}, "
+              f"seconds in them {[round(x, 3) for x in st['seconds']]}")
     print(f"ratio {names[0]} / {names[1]}: {ratio:.2f} (all tokens over all time: {ratio_total:.2f})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -95,9 +106,44 @@ def main() -> None:
             "ratio_a_over_b_all_tokens_over_all_time": ratio_total,
             "ratio_a_over_b_per_round": (numpy.mean(numpy.reshape(wps[names[0]], (args.rounds, -1)), 1)
                                          / numpy.mean(numpy.reshape(wps[names[1]], (args.rounds, -1)), 1)).tolist(),
+            "gc": gc_stats.stats,
             "machine": f"{platform.machine()}, python {platform.python_version()}",
         }
         args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+class GCStats:
+    """Collections of Python's cyclic GC and the seconds spent in them, per
+    generation, charged to the pipeline being timed (gc.callbacks)."""
+
+    def __init__(self, names):
+        self.stats = {name: {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0]} for name in names}
+        self._current = None
+        self._start = 0.0
+
+    def _callback(self, phase, info):
+        if self._current is None:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            st = self.stats[self._current]
+            st["collections"][info["generation"]] += 1
+            st["seconds"][info["generation"]] += time.perf_counter() - self._start
+
+    def charged_to(self, name):
+        stats = self
+
+        class _Scope:
+            def __enter__(self):
+                stats._current = name
+                gc.callbacks.append(stats._callback)
+
+            def __exit__(self, *exc):
+                gc.callbacks.remove(stats._callback)
+                stats._current = None
+
+        return _Scope()
 
 
 def batch_tokens(nlp, docs, n_batches: int, batch_size: int):

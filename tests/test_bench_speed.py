@@ -41,6 +41,24 @@ def test_bench_speed_runs_and_reports_both_rates(tmp_path):
     assert got["ratio_a_over_b_all_tokens_over_all_time"] > 0
     assert len(got["ratio_a_over_b_per_round"]) == 2 and all(r > 0 for r in got["ratio_a_over_b_per_round"])
     assert "all tokens over all time" in result.stdout
+    # GC collections are charged to the pipeline being timed: one entry per pipeline, three generations each
+    assert set(got["gc"]) == set(got["words_per_second"])
+    assert all(len(st["collections"]) == 3 and len(st["seconds"]) == 3 for st in got["gc"].values())
+    assert all(n >= 0 for st in got["gc"].values() for n in st["collections"]) and "garbage collections" in result.stdout
     result = subprocess.run(cmd + ["--retain-freed-memory"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(out.read_text())["retain_freed_memory"] is True
+
+
+def test_gc_stats_are_charged_to_the_pipeline_being_timed():
+    import gc
+
+    stats = load_script().GCStats(["a", "b"])
+    with stats.charged_to("a"):
+        gc.collect(0)
+        gc.collect(2)
+    gc.collect(1)  # outside any scope: charged to nobody
+    assert stats.stats["a"]["collections"] == [1, 0, 1]
+    assert stats.stats["b"]["collections"] == [0, 0, 0]
+    assert stats.stats["a"]["seconds"][2] > 0
+    assert stats._callback not in gc.callbacks

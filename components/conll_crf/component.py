@@ -329,8 +329,8 @@ class CRFEntityRecognizer(TrainablePipe):
         for i, doc in enumerate(docs):
             presets = list(doc.ents)
             if scored:  # the Viterbi path's entities, as the CRF read them off the path
-                spans = [(s, e, labels[x]) for s, e, x in ents[i]]
-                prob = dict(zip(spans, ent_p[i]))
+                spans = [(s, e, labels[x]) for s, e, x in ents[i].tolist()]
+                prob = dict(zip(spans, ent_p[i].tolist()))
                 spans = [sp for sp in spans if prob[sp] >= self.threshold]
             else:
                 spans = self.decode(names[i])
@@ -348,7 +348,7 @@ class CRFEntityRecognizer(TrainablePipe):
         """doc.spans[spans_key]: every candidate >= candidate_threshold, the
         entities in doc.ents (presets at 1.0) and the predicted ones below it included."""
         labels = self.labels
-        scores = {(s, e, labels[x]): float(p) for (s, e, x), p in zip(cands, cand_p)}
+        scores = {(s, e, labels[x]): p for (s, e, x), p in zip(cands.tolist(), cand_p.tolist())}
         for ent in new:
             scores[(ent.start, ent.end, ent.label_)] = float(prob[(ent.start, ent.end, ent.label_)])
         for ent in presets:
@@ -470,9 +470,14 @@ def _tag_index(tags: tuple, scheme: str) -> TagIndex:
 
 def _by_doc(n_docs: int, rows: numpy.ndarray, probs: numpy.ndarray):
     """Entity rows (doc, start, end, label index) and their probabilities,
-    grouped per doc: ([[(start, end, label index)...] per doc], [[p...] per doc])."""
+    grouped per doc: ([int array [n, 3] of (start, end, label index) per doc],
+    [float array [n] per doc]), views of the batch's arrays. Arrays, not
+    Python lists: a batch's thousands of rows as small lists, alive until its
+    last doc is annotated, would be counted and promoted by Python's cyclic
+    GC towards its costly full collections; each doc converts its own."""
     rows = numpy.asarray(rows).reshape(-1, 4)
+    probs = numpy.asarray(probs, dtype="float64").reshape(-1)
     bounds = numpy.searchsorted(rows[:, 0], numpy.arange(n_docs + 1)) if len(rows) else numpy.zeros(n_docs + 1, dtype=int)
-    per_rows = [rows[bounds[i] : bounds[i + 1], 1:].tolist() for i in range(n_docs)]
-    per_probs = [numpy.asarray(probs)[bounds[i] : bounds[i + 1]].tolist() for i in range(n_docs)]
+    per_rows = [rows[bounds[i] : bounds[i + 1], 1:] for i in range(n_docs)]
+    per_probs = [probs[bounds[i] : bounds[i + 1]] for i in range(n_docs)]
     return per_rows, per_probs
