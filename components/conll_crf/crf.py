@@ -763,7 +763,7 @@ class _SpanTerms:
         B, T, K = em.shape
         alpha, beta, self.log_z = _log_forward_backward(em, trans, start, end, last)
         self.last, self.biluo, self.T = last, ents.biluo, T
-        b_, i_ = ents.begin, ents.inside
+        b_, i_ = ents.begin.to(em.device), ents.inside.to(em.device)  # (tags passed by a caller may be on the host)
         # index_select, not advanced indexing: a gather along the last dim several times faster on CPU
         self.begin = alpha.index_select(2, b_)  # [B, T, X]
         self.beta_begin, self.beta_inside = beta.index_select(2, b_), beta.index_select(2, i_)
@@ -783,7 +783,7 @@ class _SpanTerms:
             X = len(b_)
             self.close_b, self.close_i = close[:, :, :X], close[:, :, X:]
         else:
-            l_, u_ = ents.last, ents.unit
+            l_, u_ = ents.last.to(em.device), ents.unit.to(em.device)
             self.unit = alpha.index_select(2, u_) + beta.index_select(2, u_)
             em_beta_l = em.index_select(2, l_) + beta.index_select(2, l_)
             self.close_b = _shift_left(trans[b_, l_] + em_beta_l)  # L-X right after B-X, indexed by s
