@@ -1,4 +1,5 @@
 """Exact entity marginals of the CRF against brute-force enumeration of every path."""
+import functools
 import itertools
 
 import pytest
@@ -210,3 +211,51 @@ def test_log0_matches_torch_log():
     assert torch.equal(_log0(x), torch.log(x))
     assert torch.equal(_log0(x.float()), torch.log(x.float()))
     assert torch.equal(_log0(torch.zeros(0)), torch.zeros(0))
+
+
+@functools.lru_cache(maxsize=None)
+def _block_case(scheme):
+    """A batch with a 7-token sequence and its brute-force entity marginals (computed once per scheme)."""
+    crf = make_crf(scheme, seed=3)
+    em, mask = ragged_batch(crf.num_tags, [7, 0, 1, 5, 2], seed=13, impossible=((0, 4, 0),))
+    return crf, em, mask, brute_force(crf, scheme, em, mask)[0]
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
+@pytest.mark.parametrize("block", [1, 2, 3])
+@pytest.mark.parametrize("threshold", [0.0, 0.05])
+def test_candidates_in_length_blocks_match_brute_force(monkeypatch, scheme, block, threshold):
+    """The candidates' search extends lengths a block at once: blocks of 1, 2
+    and 3 lengths (entities span several blocks) list exactly the spans brute
+    force puts at or above the threshold, with their probabilities."""
+    import conll_crf.crf as crf_module
+
+    monkeypatch.setattr(crf_module, "CANDIDATE_BLOCK", block)
+    crf, em, mask, want = _block_case(scheme)
+    spans, probs = crf.entity_candidates(em, mask, threshold=threshold)
+    got = {tuple(r): p for r, p in zip(spans.tolist(), probs.tolist())}
+    assert set(got) == {k for k, v in want.items() if v >= threshold and v > 0}
+    for key, p in got.items():
+        assert p == pytest.approx(want[key], abs=1e-6), key
+    assert spans.tolist() == sorted(spans.tolist())
+
+
+def test_candidates_do_not_depend_on_the_block_or_a_length_cap(monkeypatch):
+    """On a larger random batch, every block size gives the same candidates;
+    max_length keeps exactly those of at most that many tokens."""
+    import conll_crf.crf as crf_module
+
+    crf = make_crf("BIO", seed=8)
+    em, mask = ragged_batch(crf.num_tags, [60, 33, 1, 0, 47], seed=17)
+    em = em * 0.3  # flat scores: long candidates above the threshold
+    results = []
+    for block in (1, 4, 8, 64):
+        monkeypatch.setattr(crf_module, "CANDIDATE_BLOCK", block)
+        results.append(crf.entity_candidates(em, mask, threshold=0.01))
+    spans, probs = results[0]
+    assert (spans[:, 2] - spans[:, 1]).max() > 8  # some candidates span more than one block of 8
+    for other_spans, other_probs in results[1:]:
+        assert torch.equal(spans, other_spans) and torch.allclose(probs, other_probs, rtol=0, atol=1e-12)
+    capped, capped_p = crf.entity_candidates(em, mask, threshold=0.01, max_length=3)
+    short = (spans[:, 2] - spans[:, 1]) <= 3
+    assert torch.equal(capped, spans[short]) and torch.allclose(capped_p, probs[short], rtol=0, atol=1e-12)

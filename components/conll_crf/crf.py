@@ -214,6 +214,8 @@ def _at(x: Tensor, pos: Tensor) -> Tensor:
 # Python's cyclic GC move thousands of them per batch towards its old generation, whose full
 # collections cost ~0.1 s each in a process that has loaded spaCy and torch.
 VIEW_CHUNK = 64
+# Entity lengths the candidates' search extends at once (most entities are shorter; longer ones take more blocks).
+CANDIDATE_BLOCK = 8
 
 
 def _scaled_forward(P: Tensor, E: Tensor, S: Tensor, every: int) -> Tuple[Tensor, Tensor]:
@@ -832,6 +834,11 @@ class _SpanTerms:
         e = s + length - 1
         return self.begin[b, s, x] + self.first[b, s, x] + self._middle(b, s + 2, e + 1, x) + self.beta_inside[b, e, x]
 
+    def prefix_scores_to(self, b: Tensor, s: Tensor, e: Tensor, x: Tensor) -> Tensor:
+        """`prefix_scores` for lengths e - s + 1 >= 2 given as tensors
+        (broadcasting long tensors, s < e <= last[b])."""
+        return self.begin[b, s, x] + self.first[b, s, x] + self._middle(b, s + 2, e + 1, x) + self.beta_inside[b, e, x]
+
     # every start at once (slices, no gathers): [B, T, X]
 
     def unit_scores(self) -> Tensor:
@@ -1162,24 +1169,35 @@ class LinearChainCRF(nn.Module):
         found_len = [torch.ones(len(found[0]), dtype=torch.long, device=dev)]
         # longer entities: only from the (b, s, x) whose first tags can still reach the threshold
         bound = (terms.begin_scores() - log_z.view(B, 1, 1)).exp_()
-        alive = torch.nonzero((bound >= threshold) & (starts + 1 <= last.view(B, 1, 1)))  # one host sync per length
-        # every (b, s, x) extended to each length, with its probability, is kept and filtered once at the end:
-        # a length costs one host sync (the next live set's size), not one per filtered tensor
-        ext, ext_p, ext_len = [], [], []
-        for length in range(2, cap + 1):
-            if len(alive) == 0:
-                break
-            b, s, x = alive.unbind(1)
-            e = s + (length - 1)
-            ext.append(alive)
-            ext_p.append((terms.scores(b, s, e, x) - log_z[b]).exp())
-            ext_len.append(alive.new_full((len(alive),), length))
-            if length < cap:
-                nxt = (terms.prefix_scores(b, s, length, x) - log_z[b]).exp()
-                alive = alive[(nxt >= threshold) & (e + 1 <= last[b])]
+        alive = torch.nonzero((bound >= threshold) & (starts + 1 <= last.view(B, 1, 1)))
+        # lengths in blocks of CANDIDATE_BLOCK: the live (b, s, x) extended to every length of a block at once
+        # ([N, L] gathers), a length reached while every shorter one's bound held; one host sync per block
+        # (the next live set), and everything kept is filtered once at the end
+        ext, ext_p, ext_len, ext_ok = [], [], [], []
+        length0 = 2
+        while length0 <= cap and len(alive):
+            L = min(CANDIDATE_BLOCK, cap - length0 + 1)
+            b, s, x = (v.unsqueeze(1) for v in alive.unbind(1))  # [N, 1]
+            lengths = torch.arange(length0, length0 + L, device=dev)  # [L]
+            e = s + lengths - 1  # [N, L]
+            last_b = last[b]
+            e_in = torch.minimum(e, last_b)  # in range for the gathers (entries past the end are not reached)
+            z = log_z[b]
+            p = (terms.scores(b, s, e_in, x) - z).exp()
+            # continues past length l: the probability of its first l tags (a bound on every longer entity)
+            # reaches the threshold and the sequence has a next position
+            cont = ((terms.prefix_scores_to(b, s, e_in, x) - z).exp() >= threshold) & (e + 1 <= last_b)
+            reached = torch.cat([cont.new_ones(len(alive), 1), cont[:, :-1]], 1).cumprod(1).bool() & (e <= last_b)
+            ext.append(alive.repeat_interleave(L, 0))
+            ext_p.append(p.reshape(-1))
+            ext_len.append(lengths.repeat(len(alive)))
+            ext_ok.append(reached.reshape(-1))
+            length0 += L
+            if length0 <= cap:
+                alive = alive[reached[:, -1] & cont[:, -1]]
         if ext:
             rows, probs, lengths = torch.cat(ext), torch.cat(ext_p), torch.cat(ext_len)
-            keep = torch.nonzero((probs >= threshold) & (probs > 0)).squeeze(1)
+            keep = torch.nonzero(torch.cat(ext_ok) & (probs >= threshold) & (probs > 0)).squeeze(1)
             found.append(rows.index_select(0, keep))
             found_p.append(probs.index_select(0, keep))
             found_len.append(lengths.index_select(0, keep))
