@@ -226,18 +226,18 @@ def _scaled_forward(P: Tensor, E: Tensor, S: Tensor, every: int) -> Tuple[Tensor
     T, K, B = P.shape
     alphas = torch.empty_like(P)
     c = P.new_ones(T, 1, B)
-    a_list, p_list = alphas.unbind(0), P.unbind(0)
-    torch.mul(p_list[0], S.unsqueeze(1), out=a_list[0])
+    a = torch.mul(P[0], S.unsqueeze(1), out=alphas[0])
     Et = E.t()
-    a = a_list[0]
-    for t in range(1, T):
-        prev, a = a, a_list[t]
-        torch.mm(Et, prev, out=a)
-        a.mul_(p_list[t])
-        if t % every == 0:
-            ct = c[t]
-            torch.sum(a, 0, keepdim=True, out=ct).clamp_(min=TINY)
-            a.div_(ct)
+    for lo in range(1, T, VIEW_CHUNK):  # views a chunk at a time (see VIEW_CHUNK)
+        hi = min(lo + VIEW_CHUNK, T)
+        for t, a_t, p_t in zip(range(lo, hi), alphas[lo:hi].unbind(0), P[lo:hi].unbind(0)):
+            prev, a = a, a_t
+            torch.mm(Et, prev, out=a)
+            a.mul_(p_t)
+            if t % every == 0:
+                ct = c[t]
+                torch.sum(a, 0, keepdim=True, out=ct).clamp_(min=TINY)
+                a.div_(ct)
     return alphas, c
 
 
@@ -248,18 +248,20 @@ def _scaled_backward(P: Tensor, E: Tensor, F_last: Tensor, every: int) -> Tensor
     + F_last[t] starts every sequence at its own end in one right-padded batch."""
     T, K, B = P.shape
     betas = torch.empty_like(P)
-    b_list, p_list, f_list = betas.unbind(0), P.unbind(0), F_last.unbind(0)
-    b_list[T - 1].copy_(f_list[T - 1])
+    b = betas[T - 1]
+    b.copy_(F_last[T - 1])
     tmp = P.new_empty(K, B)
     norm = P.new_empty(1, B)
-    b = b_list[T - 1]
-    for t in range(T - 2, -1, -1):
-        nxt, b = b, b_list[t]
-        torch.mul(p_list[t + 1], nxt, out=tmp)
-        torch.addmm(f_list[t], E, tmp, out=b)
-        if t % every == 0:
-            torch.sum(b, 0, keepdim=True, out=norm).clamp_(min=TINY)
-            b.div_(norm)
+    for hi in range(T - 1, 0, -VIEW_CHUNK):  # t = hi-1 down to lo, views a chunk at a time (see VIEW_CHUNK)
+        lo = max(hi - VIEW_CHUNK, 0)
+        steps = zip(range(lo, hi), betas[lo:hi].unbind(0), P[lo + 1 : hi + 1].unbind(0), F_last[lo:hi].unbind(0))
+        for t, b_t, p_next, f_t in reversed(list(steps)):
+            nxt, b = b, b_t
+            torch.mul(p_next, nxt, out=tmp)
+            torch.addmm(f_t, E, tmp, out=b)
+            if t % every == 0:
+                torch.sum(b, 0, keepdim=True, out=norm).clamp_(min=TINY)
+                b.div_(norm)
     return betas
 
 
