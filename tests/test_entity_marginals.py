@@ -259,3 +259,26 @@ def test_candidates_do_not_depend_on_the_block_or_a_length_cap(monkeypatch):
     capped, capped_p = crf.entity_candidates(em, mask, threshold=0.01, max_length=3)
     short = (spans[:, 2] - spans[:, 1]) <= 3
     assert torch.equal(capped, spans[short]) and torch.allclose(capped_p, probs[short], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1.0, 400.0])  # the scaled recursions, and the log-space ones
+def test_packed_forward_backward_is_the_padded_one_at_the_real_positions(scale):
+    """The entity terms take the forward-backward variables packed ([N, K] over
+    the real positions): the same values as the padded [B, T, K] ones there."""
+    from conll_crf.crf import _log_forward_backward
+
+    crf = make_crf("BIO", seed=12)
+    em, mask = ragged_batch(crf.num_tags, [5, 0, 1, 9, 3], seed=21, impossible=((3, 2, 0),))
+    em = em * scale
+    with torch.no_grad():
+        trans, start, end = crf._params(torch.float64)
+    last = mask.sum(1) - 1
+    em = em.masked_fill(~mask.unsqueeze(2), 0.0)
+    alpha, beta, log_z = _log_forward_backward(em, trans, start, end, last)
+    rows = torch.nonzero(mask, as_tuple=True)
+    alpha_p, beta_p, log_z_p = _log_forward_backward(em, trans, start, end, last, rows)
+    assert alpha_p.shape == (int(mask.sum()), crf.num_tags)
+    for padded, packed in ((alpha[rows], alpha_p), (beta[rows], beta_p), (log_z, log_z_p)):
+        finite = torch.isfinite(padded)
+        assert torch.equal(finite, torch.isfinite(packed))
+        assert torch.allclose(padded[finite], packed[finite], rtol=0, atol=1e-9)

@@ -655,17 +655,22 @@ class EntityTags(NamedTuple):
         return self.last is not None
 
 
-def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor,
+                          rows: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Log forward and backward variables [B, T, K] and log Z [B] of
     right-padded float64 emissions (padding 0) with each sequence's last index
     ``last`` [B] (-1: empty). beta at a sequence's last position is the end
-    score; past it both hold values nobody reads.
+    score; past it both hold values nobody reads. With ``rows`` = (sequence
+    [N], position [N]) of the real positions, the variables come packed, [N, K]
+    in that order (the logs are then taken of the real positions only).
 
     Runs in scaled probability space (one matrix product per step, like the
     training objective) and takes logs at the end; when the scores spread too
     far for that to be exact (one host sync decides), in log space."""
     B, T, K = em.shape
     if T == 0:
+        if rows is not None:
+            return em.new_zeros(0, K), em.new_zeros(0, K), em.new_zeros(B)
         return em.clone(), em.clone(), em.new_zeros(B)
     X = _extended(trans, start, end)
     Xf = X.view(-1)[:-1]
@@ -683,7 +688,7 @@ def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor,
     em_range, p_range = torch.stack([em_spread, hi - lo]).tolist()  # the one host sync
     every = _scaled_plan(em_range, p_range if math.isfinite(p_range) else 0.0, K)
     if not every:
-        return _log_forward_backward_logspace(em, trans, start, end, last)
+        return _log_forward_backward_logspace(em, trans, start, end, last, rows)
     shift = torch.where(torch.isfinite(hi), hi, 0.0)
     m = torch.where(pad | ~has_finite, 0.0, em_hi)  # [T, 1, B]
     P = (emT - m).exp().masked_fill_(pad, 0.0)
@@ -692,12 +697,21 @@ def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor,
     lc = last.clamp(min=0)
     alphas, c, betas, norms = _scaled_forward_backward(P, E, S, F, lc, every)
     # log of the factors taken out: forward up to t, backward from t on
-    step = (_log0(c) + m + shift).masked_fill_(pad, 0.0)  # [T, 1, B]
-    log_alpha = _log0(alphas).add_(step.cumsum(0))
+    step = (_log0(c) + m + shift).masked_fill_(pad, 0.0).cumsum(0)  # [T, 1, B]
     after = (m + shift).masked_fill_(pad, 0.0)
     after_rev = after.flip(0).cumsum(0).flip(0)  # sum_{u >= t}
     log_norm = _log0(norms).masked_fill_(pad, 0.0).flip(0).cumsum(0).flip(0)
-    log_beta = _log0(betas).add_((after_rev - after) + log_norm + shift)
+    beta_step = (after_rev - after).add_(log_norm).add_(shift)  # [T, 1, B]
+    if rows is not None:
+        b_rows, t_rows = rows
+        log_alpha = _log0(alphas[t_rows, :, b_rows]).add_(step[t_rows, :, b_rows])  # [N, K]
+        log_beta = _log0(betas[t_rows, :, b_rows]).add_(beta_step[t_rows, :, b_rows])
+        ar = torch.arange(B, device=em.device)
+        final = _log0(alphas[lc, :, ar]).add_(step[lc, :, ar]) + end  # [B, K]
+        log_z = torch.where(last >= 0, torch.logsumexp(final, dim=1), 0.0)
+        return log_alpha, log_beta, log_z
+    log_alpha = _log0(alphas).add_(step)
+    log_beta = _log0(betas).add_(beta_step)
     alpha = log_alpha.permute(2, 0, 1)
     beta = log_beta.permute(2, 0, 1)
     final = alpha.gather(1, lc.view(B, 1, 1).expand(B, 1, K)).squeeze(1) + end
@@ -738,9 +752,10 @@ def _scaled_forward_backward(P: Tensor, E: Tensor, S: Tensor, F: Tensor, last: T
     return alphas, c, betas, norms
 
 
-def _log_forward_backward_logspace(em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _log_forward_backward_logspace(em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor,
+                                   rows: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """`_log_forward_backward` in log space (logsumexp per step), for score
-    ranges the scaled recursions cannot hold exactly."""
+    ranges the scaled recursions cannot hold exactly (packed too when ``rows`` is given)."""
     B, T, K = em.shape
     alpha = torch.empty_like(em)
     beta = torch.empty_like(em)
@@ -756,92 +771,94 @@ def _log_forward_backward_logspace(em: Tensor, trans: Tensor, start: Tensor, end
         torch.where(is_last[:, t : t + 1], end_b, nxt, out=beta[:, t])
     final = alpha.gather(1, last.clamp(min=0).view(B, 1, 1).expand(B, 1, K)).squeeze(1) + end
     log_z = torch.where(last >= 0, torch.logsumexp(final, dim=1), 0.0)
-    return alpha, beta, log_z
+    return (alpha, beta, log_z) if rows is None else (alpha[rows], beta[rows], log_z)
 
 
 class _SpanTerms:
-    """Per-position terms [B, T(+1), X] from which the log score of any span
-    (b, s, e, x) is a few gathers (see `scores`)."""
+    """Per-position terms, packed [N(+1), X] over the N real positions of a
+    right-padded batch (sequence after sequence; padding takes no work), from
+    which the log score of any span (b, s, e, x) is a few gathers at packed
+    rows off[b] + s (see `scores`)."""
 
     def __init__(self, em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor, ents: EntityTags) -> None:
         B, T, K = em.shape
-        alpha, beta, self.log_z = _log_forward_backward(em, trans, start, end, last)
-        self.last, self.biluo, self.T = last, ents.biluo, T
-        b_, i_ = ents.begin.to(em.device), ents.inside.to(em.device)  # (tags passed by a caller may be on the host)
+        dev = em.device
+        lengths = last + 1
+        self.off = torch.cumsum(lengths, 0) - lengths  # [B]: each sequence's first packed row
+        self.rows = torch.nonzero(torch.arange(T, device=dev).unsqueeze(0) < lengths.unsqueeze(1), as_tuple=True)
+        self.pos_b, self.pos_s = self.rows  # [N] each: the sequence and position of every packed row
+        alpha, beta, self.log_z = _log_forward_backward(em, trans, start, end, last, self.rows)  # [N, K]
+        self.last, self.lengths, self.biluo, self.B, self.T = last, lengths, ents.biluo, B, T
+        b_, i_ = ents.begin.to(dev), ents.inside.to(dev)  # (tags passed by a caller may be on the host)
+        self.X = len(b_)
+        em = em[self.rows]  # [N, K]
+        ends_here = (self.pos_s == last[self.pos_b]).unsqueeze(1)  # [N, 1]: a sequence's last position
         # index_select, not advanced indexing: a gather along the last dim several times faster on CPU
-        self.begin = alpha.index_select(2, b_)  # [B, T, X]
-        self.beta_begin, self.beta_inside = beta.index_select(2, b_), beta.index_select(2, i_)
-        em_inside = em.index_select(2, i_)
+        self.begin = alpha.index_select(1, b_)  # [N, X]
+        self.beta_begin, self.beta_inside = beta.index_select(1, b_), beta.index_select(1, i_)
+        em_inside = em.index_select(1, i_)
         # the first inside step (at s + 1, from B-X), indexed by s; the later ones (from I-X) as prefix sums
-        self.first = _shift_left(trans[b_, i_] + em_inside)
-        self.cum, self.cum_inf = _prefix_sums(trans[i_, i_] + em_inside)  # [B, T + 1, X]
+        self.first = _next_row(trans[b_, i_] + em_inside, ends_here)
+        self.cum, self.cum_inf = _prefix_sums(trans[i_, i_] + em_inside)  # [N + 1, X]
         if not ents.biluo:
             # leaving the entity after tag k at e: the next tag is anything but I-X, or e is the last position
-            nb = torch.cat([em[:, 1:] + beta[:, 1:], em.new_full((B, 1, K), NEG_INF)], 1)  # [B, T, K]
-            is_last = (last.unsqueeze(1) == torch.arange(T, device=em.device)).unsqueeze(2)  # [B, T, 1]
-            n_max = nb.amax(2, keepdim=True)
+            nb = _next_row(em + beta, ends_here)  # [N, K]
+            n_max = nb.amax(1, keepdim=True)
             n_max = torch.where(torch.isfinite(n_max), n_max, 0.0)
             nb_exp = (nb - n_max).exp_()  # shared by both closing terms
-            # both closing terms (after B-X, after I-X) in one product: [B, T, 2X]
-            close = self._close(nb_exp, n_max, trans, end, torch.cat([b_, i_]), torch.cat([i_, i_]), is_last)
-            X = len(b_)
-            self.close_b, self.close_i = close[:, :, :X], close[:, :, X:]
+            # both closing terms (after B-X, after I-X) in one product: [N, 2X]
+            close = self._close(nb_exp, n_max, trans, end, torch.cat([b_, i_]), torch.cat([i_, i_]), ends_here)
+            self.close_b, self.close_i = close[:, : self.X], close[:, self.X :]
         else:
-            l_, u_ = ents.last.to(em.device), ents.unit.to(em.device)
-            self.unit = alpha.index_select(2, u_) + beta.index_select(2, u_)
-            em_beta_l = em.index_select(2, l_) + beta.index_select(2, l_)
-            self.close_b = _shift_left(trans[b_, l_] + em_beta_l)  # L-X right after B-X, indexed by s
+            l_, u_ = ents.last.to(dev), ents.unit.to(dev)
+            self.unit = alpha.index_select(1, u_) + beta.index_select(1, u_)
+            em_beta_l = em.index_select(1, l_) + beta.index_select(1, l_)
+            self.close_b = _next_row(trans[b_, l_] + em_beta_l, ends_here)  # L-X right after B-X, indexed by s
             self.close_i = trans[i_, l_] + em_beta_l  # L-X after I-X, at e
 
     @staticmethod
     def _close(nb_exp: Tensor, n_max: Tensor, trans: Tensor, end: Tensor, frm: Tensor, excl: Tensor, is_last: Tensor) -> Tensor:
-        """log sum_{y != excl[x]} exp(trans[frm[x], y] + nb[b, t, y]) [B, T, X], or the end
+        """log sum_{y != excl[x]} exp(trans[frm[x], y] + nb[n, y]) [N, X], or the end
         score at a sequence's last position, from nb_exp = exp(nb - n_max) (n_max
-        [B, T, 1] the finite maxima of nb over y): one matrix product with both
+        [N, 1] the finite maxima of nb over y): one matrix product with both
         sides shifted by their maxima (relative precision 1e-16; -inf entries are 0)."""
         rows = trans[frm].clone()  # [X, K]
         rows[torch.arange(len(frm), device=trans.device), excl] = NEG_INF
         r_max = torch.where(torch.isfinite(rows), rows, NEG_INF).amax().clamp(min=-1e300)
         inner = _log0(torch.matmul(nb_exp, (rows - r_max).exp().t())).add_(n_max + r_max)
-        return torch.where(is_last, end[frm].view(1, 1, -1), inner)
+        return torch.where(is_last, end[frm].view(1, -1), inner)
 
     def _middle(self, b: Tensor, lo: Tensor, hi: Tensor, x: Tensor) -> Tensor:
-        """Sum of the inside steps at positions lo..hi-1 (0 when hi <= lo; -inf through an impossible one)."""
-        hi = torch.maximum(hi, lo).clamp(max=self.T)
-        lo = lo.clamp(max=self.T)
-        total = self.cum[b, hi, x] - self.cum[b, lo, x]
-        return total.masked_fill(self.cum_inf[b, hi, x] - self.cum_inf[b, lo, x] > 0, NEG_INF)
+        """Sum of the inside steps at positions lo..hi-1 of sequence b (0 when hi <= lo; -inf through an impossible one)."""
+        n = self.lengths[b]
+        hi = torch.minimum(torch.maximum(hi, lo), n) + self.off[b]
+        lo = torch.minimum(lo, n) + self.off[b]
+        total = self.cum[hi, x] - self.cum[lo, x]
+        return total.masked_fill(self.cum_inf[hi, x] - self.cum_inf[lo, x] > 0, NEG_INF)
 
     def scores(self, b: Tensor, s: Tensor, e: Tensor, x: Tensor) -> Tensor:
         """Log scores (before - log Z) of the spans (b, s, e, x), e inclusive,
         s <= e <= last[b]; long tensors that broadcast together."""
         length = e - s + 1
-        head = self.begin[b, s, x]
-        first = self.first[b, s, x]
+        ps, pe = self.off[b] + s, self.off[b] + e
+        head = self.begin[ps, x]
+        first = self.first[ps, x]
         if not self.biluo:  # B-X at s, I-X at s+1..e, then not I-X
-            long = head + first + self._middle(b, s + 2, e + 1, x) + self.close_i[b, e, x]
-            return torch.where(length == 1, head + self.close_b[b, s, x], long)
+            long = head + first + self._middle(b, s + 2, e + 1, x) + self.close_i[pe, x]
+            return torch.where(length == 1, head + self.close_b[ps, x], long)
         # BILUO: U-X; or B-X at s, I-X at s+1..e-1, L-X at e
-        long = head + first + self._middle(b, s + 2, e, x) + self.close_i[b, e, x]
-        longer = torch.where(length == 2, head + self.close_b[b, s, x], long)
-        return torch.where(length == 1, self.unit[b, s, x], longer)
-
-    def prefix_scores(self, b: Tensor, s: Tensor, length: int, x: Tensor) -> Tensor:
-        """Log scores (before - log Z) of y_s = B-X followed by I-X at the
-        next ``length - 1`` positions (s + length - 1 <= last[b]): a bound on
-        the probability of every entity of more than ``length`` tokens
-        starting at s, in both schemes."""
-        if length == 1:
-            return self.begin[b, s, x] + self.beta_begin[b, s, x]
-        e = s + length - 1
-        return self.begin[b, s, x] + self.first[b, s, x] + self._middle(b, s + 2, e + 1, x) + self.beta_inside[b, e, x]
+        long = head + first + self._middle(b, s + 2, e, x) + self.close_i[pe, x]
+        longer = torch.where(length == 2, head + self.close_b[ps, x], long)
+        return torch.where(length == 1, self.unit[ps, x], longer)
 
     def prefix_scores_to(self, b: Tensor, s: Tensor, e: Tensor, x: Tensor) -> Tensor:
-        """`prefix_scores` for lengths e - s + 1 >= 2 given as tensors
-        (broadcasting long tensors, s < e <= last[b])."""
-        return self.begin[b, s, x] + self.first[b, s, x] + self._middle(b, s + 2, e + 1, x) + self.beta_inside[b, e, x]
+        """Log scores (before - log Z) of y_s = B-X followed by I-X up to e
+        (broadcasting long tensors, s < e <= last[b]): a bound on the
+        probability of every entity starting at s and ending after e, in both schemes."""
+        ps, pe = self.off[b] + s, self.off[b] + e
+        return self.begin[ps, x] + self.first[ps, x] + self._middle(b, s + 2, e + 1, x) + self.beta_inside[pe, x]
 
-    # every start at once (slices, no gathers): [B, T, X]
+    # every start at once (no gathers): [N, X], row n at (pos_b[n], pos_s[n])
 
     def unit_scores(self) -> Tensor:
         """Log scores (before - log Z) of the one-token entities at every start."""
@@ -853,18 +870,22 @@ class _SpanTerms:
         return self.begin + self.beta_begin
 
 
-def _shift_left(x: Tensor) -> Tensor:
-    """x [B, T, X] moved one position left (x'[t] = x[t + 1]), -inf at the end."""
-    return torch.cat([x[:, 1:], x.new_full((x.size(0), 1, x.size(2)), NEG_INF)], 1)
+def _next_row(x: Tensor, ends_here: Tensor) -> Tensor:
+    """Packed x [N, X] moved one row up (x'[n] = x[n + 1], the next position of
+    the same sequence), -inf at each sequence's last position."""
+    out = x.new_full(x.shape, NEG_INF)
+    out[:-1] = x[1:]
+    return out.masked_fill_(ends_here, NEG_INF)
 
 
 def _prefix_sums(x: Tensor) -> Tuple[Tensor, Tensor]:
-    """Prefix sums along time [B, T + 1, X] of the finite values of x and of
-    the count of -inf values (0 at index 0)."""
+    """Prefix sums over the packed rows [N + 1, X] of the finite values of x
+    [N, X] and of the count of -inf values (0 at row 0); a difference of two
+    rows of one sequence sums the positions between them."""
     inf = torch.isinf(x)
-    zero = x.new_zeros(x.size(0), 1, x.size(2))
-    fin = torch.cat([zero, torch.where(inf, 0.0, x).cumsum(1)], 1)
-    cnt = torch.cat([zero, inf.to(x.dtype).cumsum(1)], 1)
+    zero = x.new_zeros(1, x.size(1))
+    fin = torch.cat([zero, torch.where(inf, 0.0, x).cumsum(0)], 0)
+    cnt = torch.cat([zero, inf.to(x.dtype).cumsum(0)], 0)
     return fin, cnt
 
 
@@ -1135,7 +1156,7 @@ class LinearChainCRF(nn.Module):
             return terms.log_z.new_zeros(0)
         b, s, e, x = spans.long().unbind(1)
         e = e - 1
-        bad = (s < 0) | (e < s) | (e > terms.last[b]) | (x < 0) | (x >= terms.begin.size(2))
+        bad = (s < 0) | (e < s) | (e > terms.last[b]) | (x < 0) | (x >= terms.X)
         if bool(bad.any()):
             raise ValueError(f"spans out of range: {spans[bad][:5].tolist()}")
         return (terms.scores(b, s, e, x) - terms.log_z[b]).exp()
@@ -1157,21 +1178,24 @@ class LinearChainCRF(nn.Module):
         is proportional to the live candidates. ``max_length`` caps
         the lengths (None: no cap). threshold 0 lists every possible span."""
         terms = terms or self.span_terms(emissions, mask, temperature, ents)
-        B, T, X = terms.begin.shape
-        dev = terms.begin.device
+        T, X = terms.T, terms.X
+        dev = terms.log_z.device
         cap = T if max_length is None else min(T, max_length)
         if T == 0:
             return torch.zeros(0, 4, dtype=torch.long, device=dev), terms.log_z.new_zeros(0)
         last, log_z = terms.last, terms.log_z
-        # length 1: dense over every start, label and sequence
-        starts = torch.arange(T, device=dev).view(1, T, 1)
-        p1 = (terms.unit_scores() - log_z.view(B, 1, 1)).exp_().masked_fill_(starts > last.view(B, 1, 1), 0.0)
-        found = [torch.nonzero((p1 >= threshold) & (p1 > 0))]  # [n, 3] rows (b, s, x)
-        found_p = [p1[tuple(found[0].t())]]
-        found_len = [torch.ones(len(found[0]), dtype=torch.long, device=dev)]
+        pos_b, pos_s = terms.pos_b, terms.pos_s  # [N]: every real position (packed rows)
+        z_rows = log_z[pos_b].unsqueeze(1)  # [N, 1]
+        # length 1: dense over every real start and label
+        p1 = (terms.unit_scores() - z_rows).exp_()  # [N, X]
+        n1, x1 = torch.nonzero((p1 >= threshold) & (p1 > 0), as_tuple=True)
+        found = [torch.stack([pos_b[n1], pos_s[n1], x1], 1)]  # [n, 3] rows (b, s, x)
+        found_p = [p1[n1, x1]]
+        found_len = [torch.ones(len(n1), dtype=torch.long, device=dev)]
         # longer entities: only from the (b, s, x) whose first tags can still reach the threshold
-        bound = (terms.begin_scores() - log_z.view(B, 1, 1)).exp_()
-        alive = torch.nonzero((bound >= threshold) & (starts + 1 <= last.view(B, 1, 1)))
+        bound = (terms.begin_scores() - z_rows).exp_()
+        n2, x2 = torch.nonzero((bound >= threshold) & (pos_s + 1 <= last[pos_b]).unsqueeze(1), as_tuple=True)
+        alive = torch.stack([pos_b[n2], pos_s[n2], x2], 1)
         # lengths in blocks of CANDIDATE_BLOCK: the live (b, s, x) extended to every length of a block at once
         # ([N, L] gathers), a length reached while every shorter one's bound held; one host sync per block
         # (the next live set), and everything kept is filtered once at the end
