@@ -1,7 +1,7 @@
 """Inference speed of two pipelines on the same corpus, in one run.
 
-    python scripts/bench_speed.py MODEL_A MODEL_B CORPUS [--rounds 3] [--batch-size 64] [--n-batches 20] [--json PATH]
-        [--set-a KEY=VALUE ...] [--set-b KEY=VALUE ...] [--threads 1] [--retain-freed-memory]
+    python scripts/bench_speed.py MODEL_A MODEL_B CORPUS [--rounds 4] [--batch-size 64] [--n-batches 20] [--json PATH]
+        [--set-a KEY=VALUE ...] [--set-b KEY=VALUE ...] [--threads 1] [--retain-freed-memory] [--order alternate|fixed]
 
 --set-a/--set-b: config overrides of a loaded pipeline (spacy.load's config=),
 e.g. `--set-b components.crf_ner.confidence=false` measures the cost of the
@@ -9,8 +9,9 @@ entity probabilities on the same model (A and B may be the same path).
 
 Uses the measuring code of `spacy benchmark speed` (spacy.cli.benchmark_speed:
 warm-up, then words/s per batch on the corpus texts, re-tokenized by each
-pipeline, not shuffled) and alternates A, B, A, B, ... for `rounds` rounds so
-both see the same machine load; reports the mean words/s of each and the
+pipeline, not shuffled) and alternates A and B for `rounds` rounds so
+both see the same machine load, counterbalanced (A, B then B, A: the first
+pipeline timed after the warm-ups runs slower, whichever it is); reports the mean words/s of each and the
 ratio A / B (spaCy's figure: the mean of per-batch rates), and beside them all
 tokens over all time (the rate a corpus sees; a batch of short docs does not
 weigh as much as one of long docs there). Both run with --threads threads (torch and numpy's BLAS; default
@@ -39,13 +40,16 @@ def main() -> None:
     parser.add_argument("model_a")
     parser.add_argument("model_b")
     parser.add_argument("corpus", type=Path)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--n-batches", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--set-a", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=1, help="threads for torch and numpy's BLAS (default 1)")
+    parser.add_argument("--order", choices=["alternate", "fixed"], default="alternate",
+                        help="alternate: A, B in odd rounds and B, A in even ones (default; use an even --rounds); "
+                             "fixed: A, B every round (how runs before 2026-12-01's twelfth session measured)")
     parser.add_argument("--retain-freed-memory", action="store_true",
                         help="keep freed blocks of up to 32 MiB in the heap (conll_crf.allocator), for both pipelines")
     args = parser.parse_args()
@@ -74,7 +78,11 @@ def main() -> None:
     seconds = {name: 0.0 for name in models}
     gc_stats = GCStats(list(models))
     for r in range(args.rounds):
-        for name, nlp in models.items():
+        # counterbalanced: A then B in odd rounds, B then A in even ones (--order alternate), since whichever
+        # pipeline runs first after the warm-ups is measured slower (the process is still settling)
+        order = list(models) if args.order == "fixed" or r % 2 == 0 else list(models)[::-1]
+        for name in order:
+            nlp = models[name]
             with gc_stats.charged_to(name):
                 sample = benchmark(nlp, docs[name], args.n_batches, args.batch_size, shuffle=False)
             wps[name].extend(sample.tolist())
@@ -100,6 +108,8 @@ def main() -> None:
             "batch_size": args.batch_size,
             "threads": args.threads,
             "retain_freed_memory": retained,
+            "rounds": args.rounds,
+            "order": args.order,
             "words_per_second": means,
             "ratio_a_over_b": ratio,
             "words_per_second_all_tokens_over_all_time": totals,

@@ -37,6 +37,10 @@ def test_bench_speed_runs_and_reports_both_rates(tmp_path):
     assert result.returncode == 0, result.stderr
     got = json.loads(out.read_text())
     assert got["threads"] == 1 and len(got["words_per_second"]) == 2 and got["retain_freed_memory"] is False
+    assert got["rounds"] == 2 and got["order"] == "alternate"
+    # counterbalanced: round 1 times A then B, round 2 B then A
+    timed = [line.split(": ")[1] for line in result.stdout.splitlines() if line.startswith("round ")]
+    assert timed[:2] == timed[2:][::-1] and timed[0] != timed[1]
     assert all(v > 0 for v in got["words_per_second_all_tokens_over_all_time"].values())
     assert got["ratio_a_over_b_all_tokens_over_all_time"] > 0
     assert len(got["ratio_a_over_b_per_round"]) == 2 and all(r > 0 for r in got["ratio_a_over_b_per_round"])
