@@ -26,6 +26,7 @@ are loaded): printed and stored under "gc".
 """
 import argparse
 import gc
+from contextlib import contextmanager
 import json
 import platform
 import time
@@ -141,19 +142,15 @@ class GCStats:
             st["collections"][info["generation"]] += 1
             st["seconds"][info["generation"]] += time.perf_counter() - self._start
 
+    @contextmanager
     def charged_to(self, name):
-        stats = self
-
-        class _Scope:
-            def __enter__(self):
-                stats._current = name
-                gc.callbacks.append(stats._callback)
-
-            def __exit__(self, *exc):
-                gc.callbacks.remove(stats._callback)
-                stats._current = None
-
-        return _Scope()
+        self._current = name
+        gc.callbacks.append(self._callback)
+        try:
+            yield
+        finally:
+            gc.callbacks.remove(self._callback)
+            self._current = None
 
 
 def batch_tokens(nlp, docs, n_batches: int, batch_size: int):

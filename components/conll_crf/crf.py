@@ -702,21 +702,17 @@ def _log_forward_backward(em: Tensor, trans: Tensor, start: Tensor, end: Tensor,
     after_rev = after.flip(0).cumsum(0).flip(0)  # sum_{u >= t}
     log_norm = _log0(norms).masked_fill_(pad, 0.0).flip(0).cumsum(0).flip(0)
     beta_step = (after_rev - after).add_(log_norm).add_(shift)  # [T, 1, B]
+    ar = torch.arange(B, device=em.device)
+    final = _log0(alphas[lc, :, ar]).add_(step[lc, :, ar]) + end  # [B, K]: log alpha at each last position
+    log_z = torch.where(last >= 0, torch.logsumexp(final, dim=1), 0.0)
     if rows is not None:
         b_rows, t_rows = rows
         log_alpha = _log0(alphas[t_rows, :, b_rows]).add_(step[t_rows, :, b_rows])  # [N, K]
         log_beta = _log0(betas[t_rows, :, b_rows]).add_(beta_step[t_rows, :, b_rows])
-        ar = torch.arange(B, device=em.device)
-        final = _log0(alphas[lc, :, ar]).add_(step[lc, :, ar]) + end  # [B, K]
-        log_z = torch.where(last >= 0, torch.logsumexp(final, dim=1), 0.0)
         return log_alpha, log_beta, log_z
     log_alpha = _log0(alphas).add_(step)
     log_beta = _log0(betas).add_(beta_step)
-    alpha = log_alpha.permute(2, 0, 1)
-    beta = log_beta.permute(2, 0, 1)
-    final = alpha.gather(1, lc.view(B, 1, 1).expand(B, 1, K)).squeeze(1) + end
-    log_z = torch.where(last >= 0, torch.logsumexp(final, dim=1), 0.0)
-    return alpha, beta, log_z
+    return log_alpha.permute(2, 0, 1), log_beta.permute(2, 0, 1), log_z
 
 
 def _scaled_forward_backward(P: Tensor, E: Tensor, S: Tensor, F: Tensor, last: Tensor, every: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -781,17 +777,17 @@ class _SpanTerms:
     rows off[b] + s (see `scores`)."""
 
     def __init__(self, em: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor, ents: EntityTags) -> None:
-        B, T, K = em.shape
+        T = em.size(1)
         dev = em.device
         lengths = last + 1
         self.off = torch.cumsum(lengths, 0) - lengths  # [B]: each sequence's first packed row
-        self.rows = torch.nonzero(torch.arange(T, device=dev).unsqueeze(0) < lengths.unsqueeze(1), as_tuple=True)
-        self.pos_b, self.pos_s = self.rows  # [N] each: the sequence and position of every packed row
-        alpha, beta, self.log_z = _log_forward_backward(em, trans, start, end, last, self.rows)  # [N, K]
-        self.last, self.lengths, self.biluo, self.B, self.T = last, lengths, ents.biluo, B, T
+        rows = torch.nonzero(torch.arange(T, device=dev).unsqueeze(0) < lengths.unsqueeze(1), as_tuple=True)
+        self.pos_b, self.pos_s = rows  # [N] each: the sequence and position of every packed row
+        alpha, beta, self.log_z = _log_forward_backward(em, trans, start, end, last, rows)  # [N, K]
+        self.last, self.lengths, self.biluo, self.T = last, lengths, ents.biluo, T
         b_, i_ = ents.begin.to(dev), ents.inside.to(dev)  # (tags passed by a caller may be on the host)
         self.X = len(b_)
-        em = em[self.rows]  # [N, K]
+        em = em[rows]  # [N, K]
         ends_here = (self.pos_s == last[self.pos_b]).unsqueeze(1)  # [N, 1]: a sequence's last position
         # index_select, not advanced indexing: a gather along the last dim several times faster on CPU
         self.begin = alpha.index_select(1, b_)  # [N, X]
