@@ -146,6 +146,43 @@ def test_overfitting_cpu(scheme, architecture):
     assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
 
 
+def test_skip_connection_v3():
+    """BiLSTMCRF.v3 with skip: the output layer reads [BiLSTM output; its input],
+    it learns, and the option survives to_bytes/from_bytes with identical
+    predictions; skip = false is v2 weight for weight; skip without a BiLSTM is refused."""
+    from conll_crf.layers import torch_module
+
+    nlp = spacy.blank("en")
+    config = crf_config(architecture="conll_crf.BiLSTMCRF.v3")
+    config["model"]["skip"] = True
+    nlp.add_pipe("crf_ner", config=config)
+    train(nlp)
+    module = torch_module(nlp.get_pipe("crf_ner").model.get_ref("output_layer"))
+    assert module.cfg["skip"] and module.output.in_features == 2 * 32 + module.cfg["n_in"]
+    assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
+    texts = [t for t, _ in TRAIN_DATA] + ["Mr. Smith flew to Paris from London ."]
+    before = [(ents(d), list(d.spans["crf_ner"].attrs["scores"])) for d in nlp.pipe(texts)]
+    nlp2 = spacy.blank("en")
+    nlp2.add_pipe("crf_ner", config=config)
+    nlp2.from_bytes(nlp.to_bytes())
+    assert torch_module(nlp2.get_pipe("crf_ner").model.get_ref("output_layer")).cfg["skip"]
+    assert [(ents(d), list(d.spans["crf_ner"].attrs["scores"])) for d in nlp2.pipe(texts)] == before
+
+    params = {}
+    for architecture, extra in (("conll_crf.BiLSTMCRF.v2", {}), ("conll_crf.BiLSTMCRF.v3", {"skip": False})):
+        fix_random_seed(3)
+        nlp = spacy.blank("en")
+        config = crf_config(architecture=architecture)
+        config["model"].update(extra)
+        nlp.add_pipe("crf_ner", config=config)
+        nlp.initialize(lambda: examples(nlp))
+        params[architecture] = torch_module(nlp.get_pipe("crf_ner").model.get_ref("output_layer")).state_dict()
+    v2, v3 = params.values()
+    assert v2.keys() == v3.keys() and all(torch.equal(v2[k], v3[k]) for k in v2)
+    with pytest.raises(ValueError, match="depth >= 1"):
+        BiLSTMCRFModule(8, 0, 0.0, skip=True)
+
+
 def test_overfitting_without_lstm():
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner", config=crf_config(depth=0))

@@ -1,5 +1,5 @@
-"""Registered architectures: `conll_crf.BiLSTMCRF.v2` (and v1, kept for old
-configs), the softmax ablation and the CPU embedding
+"""Registered architectures: `conll_crf.BiLSTMCRF.v3` (v2 + the `skip`
+option; v2 and v1 kept for old configs), the softmax ablation and the CPU embedding
 `conll_crf.HashCharEmbed.v1` (v2: static vectors; v3: word dropout). Registered names never change behaviour: a
 change of behaviour gets a new version."""
 import types
@@ -18,6 +18,25 @@ from .layers import Prediction, bilstm_crf_head, build_head
 from .word_dropout import concatenate_with_word_dropout, unknown_words
 
 WORD_IDENTITY_ATTRS = (ORTH, LOWER, NORM)
+
+
+@registry.architectures("conll_crf.BiLSTMCRF.v3")
+def build_bilstm_crf_v3(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    hidden_width: int = 256,
+    depth: int = 1,
+    dropout: float = 0.2,
+    learn_rate_scale: float = 1.0,
+    skip: bool = False,
+    mixed_precision: bool = False,
+    nO: Optional[int] = None,
+) -> Model:
+    """`conll_crf.BiLSTMCRF.v2` with one more option, `skip`: the emission
+    layer reads the BiLSTM's output concatenated with the BiLSTM's input (the
+    tok2vec's vectors after the head's dropout), so local features need not
+    pass through the BiLSTM's 2 x hidden_width state. With skip = false it is
+    v2, weight for weight."""
+    return _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, "crf", learn_rate_scale, True, skip)
 
 
 @registry.architectures("conll_crf.BiLSTMCRF.v2")
@@ -82,8 +101,8 @@ def build_bilstm_softmax(
     return _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, "softmax", 1.0, False)
 
 
-def _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, decoder, lr_scale, doc_constraints) -> Model:
-    head = bilstm_crf_head(hidden_width, depth, dropout, mixed_precision, decoder, lr_scale)
+def _build(tok2vec, hidden_width, depth, dropout, mixed_precision, nO, decoder, lr_scale, doc_constraints, skip=False) -> Model:
+    head = bilstm_crf_head(hidden_width, depth, dropout, mixed_precision, decoder, lr_scale, skip)
     if not doc_constraints:  # v1: thinc's averaging behaviour (none for the head), kept as it was
         head.layers[0].shims[0].use_params = types.MethodType(PyTorchShim.use_params, head.layers[0].shims[0])
     return Model(

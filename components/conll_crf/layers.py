@@ -47,18 +47,22 @@ DECODERS = ("crf", "softmax")
 
 class BiLSTMCRFModule(nn.Module):
     """Token vectors -> dropout -> BiLSTM (depth 0: none) -> dropout -> linear
-    emissions -> constrained LinearChainCRF. With decoder="softmax" (an
+    emissions -> constrained LinearChainCRF. With ``skip`` the linear layer
+    reads the BiLSTM's output concatenated with its (dropped-out) input, so the
+    token vectors' own features reach the emissions directly. With decoder="softmax" (an
     ablation baseline) the emissions are per-token logits instead: the loss is
     token-level cross-entropy and decoding is an independent argmax, which
     can produce invalid tag sequences."""
 
-    def __init__(self, hidden_width: int, depth: int, dropout: float, decoder: str = "crf") -> None:
+    def __init__(self, hidden_width: int, depth: int, dropout: float, decoder: str = "crf", skip: bool = False) -> None:
         super().__init__()
         if depth < 0 or hidden_width < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"invalid BiLSTM settings: hidden_width={hidden_width}, depth={depth}, dropout={dropout}")
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
-        self.cfg = {"hidden_width": hidden_width, "depth": depth, "dropout": dropout, "decoder": decoder}
+        if skip and depth == 0:
+            raise ValueError("skip=True concatenates the BiLSTM's output with its input: it needs depth >= 1")
+        self.cfg = {"hidden_width": hidden_width, "depth": depth, "dropout": dropout, "decoder": decoder, "skip": bool(skip)}
         self.built = False
 
     def build(self, n_in: int, tags: Sequence[str], scheme: str) -> None:
@@ -71,7 +75,7 @@ class BiLSTMCRFModule(nn.Module):
             self.lstm: Optional[nn.LSTM] = nn.LSTM(
                 n_in, hidden, num_layers=depth, bidirectional=True, batch_first=True, dropout=dropout if depth > 1 else 0.0
             )
-            n_out = 2 * hidden
+            n_out = 2 * hidden + (n_in if self.cfg["skip"] else 0)
         else:
             self.lstm = None
             n_out = n_in
@@ -100,7 +104,8 @@ class BiLSTMCRFModule(nn.Module):
             return x.new_zeros(B, T, K)
         h = self.dropout(x.index_select(0, src.to(x.device)))  # [N, D], time-major packed order
         if self.lstm is not None:
-            h = self.dropout(self.lstm(PackedSequence(h, batch_sizes))[0].data)
+            out = self.dropout(self.lstm(PackedSequence(h, batch_sizes))[0].data)
+            h = torch.cat([out, h], 1) if self.cfg["skip"] else out
         em = self.output(h)
         return em.new_zeros(B * T, K).index_copy(0, dst.to(em.device), em).view(B, T, K)
 
@@ -187,7 +192,7 @@ def _safetensors_metadata(data: bytes) -> dict:
 def deserialize_module(module: BiLSTMCRFModule, data: bytes, device) -> BiLSTMCRFModule:
     meta = _safetensors_metadata(data)
     cfg = json.loads(meta["cfg"])
-    fresh = BiLSTMCRFModule(cfg["hidden_width"], cfg["depth"], cfg["dropout"], cfg.get("decoder", "crf"))
+    fresh = BiLSTMCRFModule(cfg["hidden_width"], cfg["depth"], cfg["dropout"], cfg.get("decoder", "crf"), cfg.get("skip", False))
     if json.loads(meta["built"]):
         fresh.build(cfg["n_in"], cfg["tags"], cfg["scheme"])
         fresh.load_state_dict(st_load(data))
@@ -307,10 +312,16 @@ class HeadShim(PyTorchShim):
 
 
 def bilstm_crf_head(
-    hidden_width: int, depth: int, dropout: float, mixed_precision: bool = False, decoder: str = "crf", lr_scale: float = 1.0
+    hidden_width: int,
+    depth: int,
+    dropout: float,
+    mixed_precision: bool = False,
+    decoder: str = "crf",
+    lr_scale: float = 1.0,
+    skip: bool = False,
 ) -> Model:
     """The thinc layer around BiLSTMCRFModule; `build_head` sizes it."""
-    module = BiLSTMCRFModule(hidden_width, depth, dropout, decoder)
+    module = BiLSTMCRFModule(hidden_width, depth, dropout, decoder, skip)
     wrapper = PyTorchWrapper_v3(
         module,
         convert_inputs=_convert_inputs,
@@ -354,7 +365,7 @@ def torch_module(head: Model) -> BiLSTMCRFModule:
 def build_head(head: Model, n_in: int, tags: Sequence[str], scheme: str) -> None:
     """Size the head for `n_in`-wide token vectors and `tags`, on thinc's device."""
     shim = head.layers[0].shims[0]
-    module = BiLSTMCRFModule(**{k: shim._model.cfg[k] for k in ("hidden_width", "depth", "dropout", "decoder")})
+    module = BiLSTMCRFModule(**{k: shim._model.cfg[k] for k in ("hidden_width", "depth", "dropout", "decoder", "skip")})
     module.build(n_in, tags, scheme)
     shim._model = module.to(get_torch_default_device())
     head.set_dim("nI", n_in, force=True)
