@@ -1,6 +1,6 @@
 """Package a trained pipeline as `en_<name>` plus the library it needs.
 
-    python scripts/package.py MODEL OUT_DIR [--name conll_crf] [--version 0.1.0]
+    python scripts/package.py MODEL OUT_DIR [--name conll_crf] [--version 0.2.0]
         [--data-name TEXT] [--data-url URL] [--data-license TEXT] [--license TEXT]
         [--vectors-encoder NAME] [--vectors assets/encoder_vectors]
 
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--name", default="conll_crf")
-    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--version", default="0.2.0")
     parser.add_argument("--vectors-encoder", default="", help="the encoder the static vectors came from, for the meta's sources")
     parser.add_argument("--vectors", type=Path, default=None,
                         help="the vectors folder encoder_vectors.py wrote (its meta names the encoder and its licence)")

@@ -183,6 +183,50 @@ def test_skip_connection_v3():
         BiLSTMCRFModule(8, 0, 0.0, skip=True)
 
 
+def test_skip_connection_module_paths():
+    """The skip connection at depth 2 with dropout: the padded [B, T', D] and the
+    ragged [N, D] inputs give the same emissions, gradients reach the input
+    through both paths, and a saved module from before `skip` existed (no key
+    in its cfg) loads as skip = false."""
+    import json as json_module
+
+    from conll_crf.layers import _safetensors_metadata, deserialize_module, serialize_module
+    from safetensors.torch import save as st_save
+
+    torch.manual_seed(0)
+    module = BiLSTMCRFModule(6, 2, 0.3, skip=True)
+    module.build(5, ["O", "B-X", "I-X"], "BIO")
+    assert module.output.in_features == 2 * 6 + 5
+    lengths = torch.tensor([4, 0, 2, 3])
+    rows = torch.randn(int(lengths.sum()), 5, dtype=torch.float32, requires_grad=True)
+    padded = torch.zeros(4, 6, 5)
+    offset = 0
+    for b, n in enumerate(lengths.tolist()):
+        padded[b, :n] = rows.detach()[offset : offset + n]
+        offset += n
+    module.eval()
+    em_rows, em_padded = module.emissions(rows, lengths), module.emissions(padded, lengths)
+    assert torch.allclose(em_rows, em_padded, atol=1e-6)
+    module.train()
+    em_rows = module.emissions(rows, lengths)
+    em_rows.sum().backward()
+    assert rows.grad is not None and bool((rows.grad != 0).any())
+
+    plain = BiLSTMCRFModule(6, 1, 0.0)
+    plain.build(5, ["O", "B-X", "I-X"], "BIO")
+    blob = serialize_module(plain)
+    meta = _safetensors_metadata(blob)
+    cfg = json_module.loads(meta["cfg"])
+    del cfg["skip"]  # as saved by the releases before BiLSTMCRF.v3
+    old = st_save({k: v.detach().contiguous() for k, v in plain.state_dict().items()}, metadata={**meta, "cfg": json_module.dumps(cfg)})
+    loaded = deserialize_module(BiLSTMCRFModule(1, 1, 0.0), old, "cpu")
+    assert loaded.cfg["skip"] is False and loaded.output.in_features == 12
+    plain.eval()
+    loaded.eval()
+    x = torch.randn(7, 5)
+    assert torch.equal(plain.emissions(x, torch.tensor([7])), loaded.emissions(x, torch.tensor([7])))
+
+
 def test_overfitting_without_lstm():
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner", config=crf_config(depth=0))
