@@ -7,9 +7,12 @@ Spans are decoded with conlleval's chunk rules for the IOB family, so IOB1 and
 IOB2 files holding the same data give the same entities. BILUO and IOBES are
 decoded strictly: a sequence that breaks the scheme is an error.
 
-The model side uses two schemes, ``BIO`` (= IOB2) and ``BILUO``.
+The model side uses two schemes, ``BIO`` (= IOB2) and ``BILUO``, and this
+module is also where what they forbid is written down (`SchemeRules`): the
+CRF's transition constraints and the constraints a Doc's sentence boundaries
+and preset entities put on its tokens are both derived from it.
 """
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 OUTSIDE = "O"
 IOB_PREFIXES = frozenset("BI")
@@ -187,3 +190,89 @@ def biluo_to_scheme(biluo: Sequence[Optional[str]], scheme: str) -> List[Optiona
             prefix, label = tag.split("-", 1)
             out.append(("B-" if prefix in "BU" else "I-") + label)
     return out
+
+
+# -- what the model schemes forbid --------------------------------------------------------------
+
+
+class SchemeRules(NamedTuple):
+    """What a model scheme allows, per tag of a tag list (K tags), as plain booleans.
+
+    transitions: [K][K], True where tag j may follow tag i. BIO: I-X only after
+        B-X or I-X. BILUO: after B-X or I-X only I-X or L-X; I-X and L-X only
+        after B-X or I-X.
+    first: [K], the tags that may begin a sequence (or a sentence: no entity
+        crosses a sentence start). BIO: not I-X; BILUO: not I-X or L-X.
+    last: [K], the tags that may end a sequence (or the sentence before a
+        sentence start). BIO: all; BILUO: not B-X or I-X.
+    outside: [K], the tags that are outside every entity (O).
+    continues: [K], the tags that continue an entity begun before them (I-X, L-X).
+    """
+
+    transitions: List[List[bool]]
+    first: List[bool]
+    last: List[bool]
+    outside: List[bool]
+    continues: List[bool]
+
+
+def scheme_rules(tags: Sequence[str], scheme: str) -> SchemeRules:
+    """The rules of ``scheme`` ("BIO" or "BILUO") over ``tags``.
+
+    tags (Sequence[str]): the tag list, e.g. from `build_tags`.
+    scheme (str): "BIO" or "BILUO".
+    RETURNS (SchemeRules): what each tag allows. Raises ValueError for a tag
+        of another scheme."""
+    if scheme not in MODEL_SCHEMES:
+        raise ValueError(f"scheme must be one of {MODEL_SCHEMES}, not {scheme!r}")
+    parsed = [split_tag(t) for t in tags]
+    valid = set("BI") if scheme == "BIO" else set("BILU")
+    for tag, (prefix, _) in zip(tags, parsed):
+        if prefix != OUTSIDE and prefix not in valid:
+            raise ValueError(f"tag {tag!r} does not belong to the {scheme} scheme")
+    transitions = []
+    for pi, li in parsed:
+        open_i = pi in ("B", "I")  # inside an unfinished entity
+        row = []
+        for pj, lj in parsed:
+            if scheme == "BIO":
+                row.append(pj != "I" or (open_i and li == lj))
+            elif open_i:
+                row.append(pj in ("I", "L") and li == lj)
+            else:
+                row.append(pj in (OUTSIDE, "B", "U"))
+        transitions.append(row)
+    return SchemeRules(
+        transitions=transitions,
+        first=[p in (OUTSIDE, "B", "U") for p, _ in parsed],
+        last=[p in (OUTSIDE, "L", "U") if scheme == "BILUO" else True for p, _ in parsed],
+        outside=[p == OUTSIDE for p, _ in parsed],
+        continues=[p in ("I", "L") for p, _ in parsed],
+    )
+
+
+def entity_labels(tags: Sequence[str]) -> List[str]:
+    """The entity labels of a tag list, in the order of their B- tags."""
+    return [label for prefix, label in map(split_tag, tags) if prefix == "B"]
+
+
+def entity_tag_indices(tags: Sequence[str], scheme: str) -> Tuple[List[int], ...]:
+    """The tag indices of each label's B- and I- tags (and for BILUO L- and U-),
+    labels in the order of `entity_labels`: (begin, inside) or (begin, inside,
+    last, unit), each a list with one index per label."""
+    index = {t: i for i, t in enumerate(tags)}
+    labels = entity_labels(tags)
+    prefixes = "BI" if scheme == "BIO" else "BILU"
+    try:
+        return tuple([index[f"{prefix}-{x}"] for x in labels] for prefix in prefixes)
+    except KeyError as err:
+        raise ValueError(f"the tag list lacks {err.args[0]!r} for the {scheme} scheme: {list(tags)}") from None
+
+
+def span_tags(label: str, length: int, scheme: str) -> List[str]:
+    """The tags of one entity of ``length`` tokens under a model scheme."""
+    if scheme == "BIO":
+        return [f"B-{label}"] + [f"I-{label}"] * (length - 1)
+    if length == 1:
+        return [f"U-{label}"]
+    return [f"B-{label}"] + [f"I-{label}"] * (length - 2) + [f"L-{label}"]

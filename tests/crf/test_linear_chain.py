@@ -4,7 +4,8 @@ import itertools
 import pytest
 import torch
 
-import conll_crf.crf as crf_module
+import conll_crf.crf.forward_backward as forward_backward_module
+import conll_crf.crf.viterbi as viterbi_module
 from conll_crf.crf import LinearChainCRF, transition_constraints
 from conll_crf.tags import build_tags, iob_spans
 
@@ -60,7 +61,7 @@ def recursion(request, monkeypatch):
     """Run a test through both forward-algorithm paths: the scaled float64 one
     (the default) and the exact log-space one used for extreme score ranges."""
     if request.param == "log-space":
-        monkeypatch.setattr(crf_module, "_scaled_plan", lambda *args: 0)
+        monkeypatch.setattr(forward_backward_module, "scaled_plan", lambda *args: 0)
     return request.param
 
 
@@ -171,7 +172,7 @@ def test_viterbi_brute_force_every_length(constrained, K, decoder, monkeypatch):
     for padded lengths T = 1..7 (1..5 for K = 5) and sequence lengths 0, 1,
     T // 2, T // 2 + 1 and T: the forward and backward halves meet at T // 2."""
     if decoder == "stepwise":
-        monkeypatch.setattr(crf_module, "VITERBI_BULK_MAX", -1)
+        monkeypatch.setattr(viterbi_module, "VITERBI_BULK_MAX", -1)
     crf = make_crf(K, constrained, seed=11)
     for T in range(1, 8 if K <= 3 else 6):
         lengths = sorted({0, 1, T // 2, T // 2 + 1, T} - {T + 1})

@@ -141,7 +141,8 @@ def test_path_entities_decode_viterbi(scheme):
 def test_long_sequence_is_finite_and_normalised():
     """20,000 steps from float32 emissions: probabilities in [0, 1] to 1e-6 and
     equal to the log-space recursions' to 1e-6 (float64 sums of magnitude 1e5)."""
-    import conll_crf.crf as crf_module
+    import conll_crf.crf.entities as entities_module
+    from conll_crf.crf.forward_backward import log_space_forward_backward
 
     crf = make_crf("BIO", seed=5)
     em, mask = ragged_batch(crf.num_tags, [20000, 3], seed=9)
@@ -152,12 +153,12 @@ def test_long_sequence_is_finite_and_normalised():
     ents = crf.path_entities(paths)
     p = crf.entity_probabilities(em, ents, mask)
     assert torch.isfinite(p).all() and (p > 0).all()
-    fast = crf_module._log_forward_backward
+    fast = entities_module.log_forward_backward
     try:
-        crf_module._log_forward_backward = crf_module._log_forward_backward_logspace
+        entities_module.log_forward_backward = log_space_forward_backward
         spans2, probs2 = crf.entity_candidates(em, mask, threshold=0.1)
     finally:
-        crf_module._log_forward_backward = fast
+        entities_module.log_forward_backward = fast
     assert torch.equal(spans, spans2) and (probs - probs2).abs().max() < 1e-6
 
 
@@ -176,7 +177,8 @@ def test_extreme_scores_take_the_log_space_path(scheme):
 
 
 def test_scaled_and_log_space_recursions_agree():
-    from conll_crf.crf import _log_forward_backward, _log_forward_backward_logspace
+    from conll_crf.crf.forward_backward import log_forward_backward as _log_forward_backward
+    from conll_crf.crf.forward_backward import log_space_forward_backward as _log_forward_backward_logspace
 
     crf = make_crf("BIO", seed=7)
     em, mask = ragged_batch(crf.num_tags, [300, 0, 1, 120], seed=13, impossible=((0, 5, 0), (3, 7, 2)))
@@ -205,7 +207,7 @@ def test_a_batch_of_empty_sequences(scheme):
 
 def test_log0_matches_torch_log():
     """The fast log of the scaled recursions: exactly torch.log, -inf at 0 (and for denormals too)."""
-    from conll_crf.crf import _log0
+    from conll_crf.crf.forward_backward import log0 as _log0
 
     x = torch.tensor([0.0, 5e-324, 1e-310, 2.2250738585072014e-308, 1e-300, 0.5, 1.0, 3.0], dtype=torch.float64)
     assert torch.equal(_log0(x), torch.log(x))
@@ -228,7 +230,7 @@ def test_candidates_in_length_blocks_match_brute_force(monkeypatch, scheme, bloc
     """The candidates' search extends lengths a block at once: blocks of 1, 2
     and 3 lengths (entities span several blocks) list exactly the spans brute
     force puts at or above the threshold, with their probabilities."""
-    import conll_crf.crf as crf_module
+    import conll_crf.crf.entities as crf_module
 
     monkeypatch.setattr(crf_module, "CANDIDATE_BLOCK", block)
     crf, em, mask, want = _block_case(scheme)
@@ -243,7 +245,7 @@ def test_candidates_in_length_blocks_match_brute_force(monkeypatch, scheme, bloc
 def test_candidates_do_not_depend_on_the_block_or_a_length_cap(monkeypatch):
     """On a larger random batch, every block size gives the same candidates;
     max_length keeps exactly those of at most that many tokens."""
-    import conll_crf.crf as crf_module
+    import conll_crf.crf.entities as crf_module
 
     crf = make_crf("BIO", seed=8)
     em, mask = ragged_batch(crf.num_tags, [60, 33, 1, 0, 47], seed=17)
@@ -265,7 +267,7 @@ def test_candidates_do_not_depend_on_the_block_or_a_length_cap(monkeypatch):
 def test_packed_forward_backward_is_the_padded_one_at_the_real_positions(scale):
     """The entity terms take the forward-backward variables packed ([N, K] over
     the real positions): the same values as the padded [B, T, K] ones there."""
-    from conll_crf.crf import _log_forward_backward
+    from conll_crf.crf.forward_backward import log_forward_backward as _log_forward_backward
 
     crf = make_crf("BIO", seed=12)
     em, mask = ragged_batch(crf.num_tags, [5, 0, 1, 9, 3], seed=21, impossible=((3, 2, 0),))
