@@ -22,6 +22,7 @@ statuses; pipeN: the largest worker). Checks that every run produced the same
 rows, prints a table and the ratios the annotate issue sets targets for, and
 writes JSON and a PNG bar chart.
 """
+
 import argparse
 import json
 import os
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from conll_crf.threads import thread_env
+from conll_crf.process import retained_memory_env, thread_env
 
 RATIOS = [("ray2", "ray1", 1.7), ("ray2", "pipe2", 0.95), ("ray1", "local", 0.9)]
 
@@ -78,15 +79,31 @@ def pipe_baseline(model: str, corpus: Path, out: Path, n_process: int, batch_siz
     first = None
     for rec, doc in zip(records, nlp.pipe((r["text"] for r in records), n_process=n_process, batch_size=batch_size)):
         first = first or time.time()
-        rows.append({"id": rec["id"], "entities": [
-            {"start_char": e.start_char, "end_char": e.end_char, "label": e.label_, "text": e.text} for e in doc.ents]})
+        rows.append(
+            {
+                "id": rec["id"],
+                "entities": [
+                    {"start_char": e.start_char, "end_char": e.end_char, "label": e.label_, "text": e.text}
+                    for e in doc.ents
+                ],
+            }
+        )
         n_words += len(doc)
     last = time.time()
     pq.write_table(pa.Table.from_pylist(rows), out)
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"documents": len(rows), "words": n_words, "annotating_seconds": last - start,
-                      "first_doc_seconds": first - start, "peak_rss_mb_per_worker": round(worker, 1),
-                      "peak_rss_mb_main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+    print(
+        json.dumps(
+            {
+                "documents": len(rows),
+                "words": n_words,
+                "annotating_seconds": last - start,
+                "first_doc_seconds": first - start,
+                "peak_rss_mb_per_worker": round(worker, 1),
+                "peak_rss_mb_main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        )
+    )
 
 
 def entity_rows(run: str, work: Path) -> List:
@@ -95,20 +112,48 @@ def entity_rows(run: str, work: Path) -> List:
     if run.startswith("pipe"):
         rows = pq.read_table(work / f"{run}.parquet").to_pylist()
     else:
-        rows = [r for p in sorted((work / run / "entities").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+        rows = [
+            r for p in sorted((work / run / "entities").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()
+        ]
     return [(r["id"], [(e["start_char"], e["end_char"], e["label"]) for e in r["entities"]]) for r in rows]
 
 
 def run_one(run: str, args, corpus: Path, work: Path) -> Dict:
-    env = {**os.environ, **thread_env(1), "TOKENIZERS_PARALLELISM": "false"}
+    # every run with glibc keeping freed memory, as conll-crf annotate sets it for itself
+    env = {**os.environ, **thread_env(1), **retained_memory_env(), "TOKENIZERS_PARALLELISM": "false"}
     if run.startswith("pipe"):
-        cmd = [sys.executable, __file__, "--pipe-baseline", args.model, str(corpus), str(work / f"{run}.parquet"),
-               "--n-process", run[4:], "--batch-size", str(args.batch_size)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--pipe-baseline",
+            args.model,
+            str(corpus),
+            str(work / f"{run}.parquet"),
+            "--n-process",
+            run[4:],
+            "--batch-size",
+            str(args.batch_size),
+        ]
     else:
         engine = ["--engine", "local"] if run == "local" else ["--engine", "ray", "--workers", run[3:]]
-        cmd = [sys.executable, "-m", "conll_crf", "annotate", str(corpus), "--model", args.model, "--output",
-               str(work / run), "--overwrite", "--no-progress", "--shard-size", str(args.shard_size),
-               "--batch-size", str(args.batch_size), *engine]
+        cmd = [
+            sys.executable,
+            "-m",
+            "conll_crf",
+            "annotate",
+            str(corpus),
+            "--model",
+            args.model,
+            "--output",
+            str(work / run),
+            "--overwrite",
+            "--no-progress",
+            "--shard-size",
+            str(args.shard_size),
+            "--batch-size",
+            str(args.batch_size),
+            *engine,
+        ]
     start = time.perf_counter()
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -126,13 +171,24 @@ def run_one(run: str, args, corpus: Path, work: Path) -> Dict:
             per_pid[shard["pid"]] = max(per_pid.get(shard["pid"], 0), shard["peak_rss_mb"])
         peak = sorted(per_pid.values())
         busy = max(s["started_at"] + s["seconds"] for s in manifest["shards"]) - min(
-            s["started_at"] for s in manifest["shards"])
-    out = {"seconds": round(seconds, 2), "documents": docs, "words": words, "docs_per_second": round(docs / seconds, 1),
-           "words_per_second": round(words / seconds), "annotating_seconds": round(busy, 2),
-           "annotating_words_per_second": round(words / busy), "peak_rss_mb_per_worker": peak}
-    print(f"  {run:6s} {seconds:8.1f} s  {out['docs_per_second']:8,.1f} docs/s  {out['words_per_second']:8,} words/s  "
-          f"(annotating: {busy:6.1f} s, {out['annotating_words_per_second']:8,} words/s)  "
-          f"peak RSS per worker {', '.join(f'{p:,.0f}' for p in peak)} MB", flush=True)
+            s["started_at"] for s in manifest["shards"]
+        )
+    out = {
+        "seconds": round(seconds, 2),
+        "documents": docs,
+        "words": words,
+        "docs_per_second": round(docs / seconds, 1),
+        "words_per_second": round(words / seconds),
+        "annotating_seconds": round(busy, 2),
+        "annotating_words_per_second": round(words / busy),
+        "peak_rss_mb_per_worker": peak,
+    }
+    print(
+        f"  {run:6s} {seconds:8.1f} s  {out['docs_per_second']:8,.1f} docs/s  {out['words_per_second']:8,} words/s  "
+        f"(annotating: {busy:6.1f} s, {out['annotating_words_per_second']:8,} words/s)  "
+        f"peak RSS per worker {', '.join(f'{p:,.0f}' for p in peak)} MB",
+        flush=True,
+    )
     return out
 
 
@@ -146,8 +202,9 @@ def plot(results: Dict, path: Path, title: str) -> None:
     runs = list(results)
     x = numpy.arange(len(runs))
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    for k, (key, label, color) in enumerate([("words_per_second", "end to end", "#3b6ea8"),
-                                             ("annotating_words_per_second", "while annotating", "#9dbbe0")]):
+    for k, (key, label, color) in enumerate(
+        [("words_per_second", "end to end", "#3b6ea8"), ("annotating_words_per_second", "while annotating", "#9dbbe0")]
+    ):
         values = [results[r][key] for r in runs]
         bars = ax.bar(x + (k - 0.5) * 0.38, values, 0.38, label=label, color=color)
         for bar, value in zip(bars, values):
@@ -188,8 +245,11 @@ def main() -> None:
     if args.replot:
         data = json.loads(args.json.read_text())
         corpus = data["corpus"]
-        plot(data["best_of_rounds"], args.png, f"{data['model']}: {corpus['documents']:,} docs, "
-             f"{corpus['whitespace_words']:,} words; {data['machine']}")
+        plot(
+            data["best_of_rounds"],
+            args.png,
+            f"{data['model']}: {corpus['documents']:,} docs, {corpus['whitespace_words']:,} words; {data['machine']}",
+        )
         return
     corpus = args.work_dir / "corpus.jsonl"
     info = build_corpus(args.conll, args.words, corpus)
@@ -211,14 +271,28 @@ def main() -> None:
             ratios[f"{a}/{b}"] = {"ratio": round(ratio, 3), "target": target, "met": ratio >= target}
             steady = best[a]["annotating_words_per_second"] / best[b]["annotating_words_per_second"]
             ratios[f"{a}/{b}"]["annotating_ratio"] = round(steady, 3)
-            print(f"{a} / {b}: {ratio:.2f}x end to end (target {target}x: {'met' if ratio >= target else 'MISSED'}); "
-                  f"{steady:.2f}x while annotating")
+            print(
+                f"{a} / {b}: {ratio:.2f}x end to end (target {target}x: {'met' if ratio >= target else 'MISSED'}); "
+                f"{steady:.2f}x while annotating"
+            )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"model": args.model, "corpus": info, "best_of_rounds": best,
-                                         "samples": samples, "ratios": ratios, "rows_identical": identical,
-                                         "machine": machine}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "corpus": info,
+                    "best_of_rounds": best,
+                    "samples": samples,
+                    "ratios": ratios,
+                    "rows_identical": identical,
+                    "machine": machine,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     if args.png:
         plot(best, args.png, f"{args.model}: {info['documents']:,} docs, {info['whitespace_words']:,} words; {machine}")
 

@@ -12,6 +12,7 @@ second table times every call of either implementation right after the same
 untimed BiLSTM forward+backward over the batch (as inside the real model; see
 `encoder_step`). Paths are compared; log-likelihoods must agree to 1e-3.
 """
+
 import argparse
 import json
 import platform
@@ -96,7 +97,9 @@ def bench_shape(B, T, K, repeats, block, in_context=False, seed=0):
     for mode, blk, between in modes:
         rounds = repeats if mode == "warm" else repeats * 2
         t_ours, t_ref = best_times([our_train, ref_train], rounds, blk, between)
-        v_ours, v_ref = best_times([lambda: ours.viterbi(em, mask), lambda: ref.decode(em, mask_u8)], rounds, blk, between)
+        v_ours, v_ref = best_times(
+            [lambda: ours.viterbi(em, mask), lambda: ref.decode(em, mask_u8)], rounds, blk, between
+        )
         r[mode] = {
             "nll_fwd_bwd_seqs_per_s": {"ours": B / t_ours, "pytorch_crf": B / t_ref, "ratio": t_ref / t_ours},
             "viterbi_seqs_per_s": {"ours": B / v_ours, "pytorch_crf": B / v_ref, "ratio": v_ref / v_ours},
@@ -107,18 +110,29 @@ def bench_shape(B, T, K, repeats, block, in_context=False, seed=0):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=20, help="rounds (warm); --in-context runs 2 * repeats rounds of single calls")
+    parser.add_argument(
+        "--repeats", type=int, default=20, help="rounds (warm); --in-context runs 2 * repeats rounds of single calls"
+    )
     parser.add_argument("--block", type=int, default=10, help="consecutive calls per turn in the warm measurement")
-    parser.add_argument("--in-context", action="store_true", help="also time every call after a BiLSTM forward+backward")
+    parser.add_argument(
+        "--in-context", action="store_true", help="also time every call after a BiLSTM forward+backward"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU {platform.processor() or platform.machine()}")
     rows = [bench_shape(B, T, K, args.repeats, args.block, args.in_context) for B, T, K in SHAPES]
     for mode in ("warm", "in_context") if args.in_context else ("warm",):
-        how = f"blocks of {args.block} consecutive calls" if mode == "warm" else "every call right after a BiLSTM forward+backward"
+        how = (
+            f"blocks of {args.block} consecutive calls"
+            if mode == "warm"
+            else "every call right after a BiLSTM forward+backward"
+        )
         print(f"\n{mode} ({how}), sequences/s and ratio ours / pytorch-crf")
-        header = f"{'B, T, K':>14} | {'NLL fwd+bwd: ours':>18} {'pytorch-crf':>12} {'ratio':>6} | {'Viterbi: ours':>14} {'pytorch-crf':>12} {'ratio':>6} | paths"
+        header = (
+            f"{'B, T, K':>14} | {'NLL fwd+bwd: ours':>18} {'pytorch-crf':>12} {'ratio':>6} | "
+            f"{'Viterbi: ours':>14} {'pytorch-crf':>12} {'ratio':>6} | paths"
+        )
         print(header)
         print("-" * len(header))
         for r in rows:
@@ -130,8 +144,15 @@ def main():
             )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"torch": torch.__version__, "threads": args.threads, "block": args.block, "repeats": args.repeats, "in_context": args.in_context,
-                "machine": platform.machine(), "rows": rows}
+        meta = {
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "block": args.block,
+            "repeats": args.repeats,
+            "in_context": args.in_context,
+            "machine": platform.machine(),
+            "rows": rows,
+        }
         args.json.write_text(json.dumps(meta, indent=2) + "\n")
 
 

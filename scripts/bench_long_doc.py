@@ -1,17 +1,19 @@
 """One long document among short ones: time and peak memory of two pipelines, in one run.
 
-    python scripts/bench_long_doc.py MODEL_A MODEL_B CORPUS [--long-tokens 50000] [--short 63] [--batch-size 64] [--repeats 3] [--json PATH]
+    python scripts/bench_long_doc.py MODEL_A MODEL_B CORPUS [--long-tokens 50000] [--short 63]
+        [--batch-size 64] [--repeats 3] [--json PATH]
 
 Builds, from the texts of CORPUS (a DocBin), one document of about
 --long-tokens tokens (article texts joined) and --short short ones (the first
 sentence of articles), then for each pipeline measures `nlp.pipe` over the
 long doc with the short ones in one batch (batch size 64: the long one first)
-and over the long doc alone, each after the same warm-up on three short docs. Each measurement runs in a fresh child process
-(one thread) so its peak RSS is its own; each case runs --repeats times per
-pipeline, A and B alternating, and the median seconds count (one ~5-second run
-moves by up to 30% on a shared VM); prints seconds and peak MB per case and the
-ratios A / B.
+and over the long doc alone, each after the same warm-up on three short docs.
+Each measurement runs in a fresh child process (one thread) so its peak RSS is
+its own; each case runs --repeats times per pipeline, A and B alternating, and
+the median seconds count (one ~5-second run moves by up to 30% on a shared VM);
+prints seconds and peak MB per case and the ratios A / B.
 """
+
 import argparse
 import json
 import os
@@ -25,7 +27,7 @@ from pathlib import Path
 import spacy
 from spacy.tokens import DocBin
 
-from conll_crf.threads import thread_env
+from conll_crf.process import retained_memory_env, thread_env
 
 CHILD = r"""
 import json, resource, sys, time
@@ -60,8 +62,11 @@ def build(corpus: Path, long_tokens: int, n_short: int):
 def measure(model: str, texts, warmup, batch_size: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"texts": texts, "warmup": warmup}, f)
-    env = {**os.environ, **thread_env(1)}
-    out = subprocess.run([sys.executable, "-c", CHILD, model, f.name, str(batch_size)], capture_output=True, text=True, env=env)
+    # both pipelines with glibc keeping freed memory (the benchmark owns its processes; crf_ner does not by default)
+    env = {**os.environ, **thread_env(1), **retained_memory_env()}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, model, f.name, str(batch_size)], capture_output=True, text=True, env=env
+    )
     Path(f.name).unlink()
     if out.returncode:
         raise SystemExit(f"{model}: {out.stderr[-2000:]}")
@@ -76,7 +81,9 @@ def main() -> None:
     parser.add_argument("--long-tokens", type=int, default=50000)
     parser.add_argument("--short", type=int, default=63)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per case and pipeline; the median counts")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="fresh processes per case and pipeline; the median counts"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     long_text, shorts = build(args.corpus, args.long_tokens, args.short)
@@ -92,20 +99,41 @@ def main() -> None:
             for model in (args.model_a, args.model_b) if repeat % 2 == 0 else (args.model_b, args.model_a):
                 r = measure(model, texts, warmup, args.batch_size)
                 runs[model].append(r)
-                print(f"{case:24s} {model}: {r['seconds']:.2f} s, peak {r['peak_mb']:,.0f} MB, {r['tokens']:,} tokens, {r['entities']} entities", flush=True)
+                print(
+                    f"{case:24s} {model}: {r['seconds']:.2f} s, peak {r['peak_mb']:,.0f} MB, "
+                    f"{r['tokens']:,} tokens, {r['entities']} entities",
+                    flush=True,
+                )
         for model, rs in runs.items():
             if len({(r["entities"], r["tokens"]) for r in rs}) != 1:
                 raise SystemExit(f"{model}: the repeats of {case!r} disagree on entities or tokens: {rs}")
-            results.setdefault(case, {})[model] = {**rs[0], "seconds": statistics.median(r["seconds"] for r in rs),
-                                                   "peak_mb": max(r["peak_mb"] for r in rs),
-                                                   "seconds_per_run": [r["seconds"] for r in rs]}
+            results.setdefault(case, {})[model] = {
+                **rs[0],
+                "seconds": statistics.median(r["seconds"] for r in rs),
+                "peak_mb": max(r["peak_mb"] for r in rs),
+                "seconds_per_run": [r["seconds"] for r in rs],
+            }
     for case, r in results.items():
         a, b = r[args.model_a], r[args.model_b]
-        print(f"{case}: median time A {a['seconds']:.2f} s, B {b['seconds']:.2f} s, A/B {a['seconds'] / b['seconds']:.2f}; peak memory A/B {a['peak_mb'] / b['peak_mb']:.2f}")
+        print(
+            f"{case}: median time A {a['seconds']:.2f} s, B {b['seconds']:.2f} s, "
+            f"A/B {a['seconds'] / b['seconds']:.2f}; peak memory A/B {a['peak_mb'] / b['peak_mb']:.2f}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": results, "batch_size": args.batch_size, "warmup": "the last 3 short docs, in every case", "repeats": args.repeats,
-                                         "machine": f"{platform.machine()}, python {platform.python_version()}"}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "results": results,
+                    "batch_size": args.batch_size,
+                    "warmup": "the last 3 short docs, in every case",
+                    "repeats": args.repeats,
+                    "machine": f"{platform.machine()}, python {platform.python_version()}",
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

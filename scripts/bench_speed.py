@@ -17,23 +17,23 @@ tokens over all time (the rate a corpus sees; a batch of short docs does not
 weigh as much as one of long docs there). Both run with --threads threads (torch and numpy's BLAS; default
 1, as `spacy benchmark speed` users on a shared machine would pin it).
 --retain-freed-memory: glibc keeps freed blocks of up to 32 MiB for reuse
-(conll_crf.allocator, what a crf_ner component does when created unless its
-retain_freed_memory setting is false) from the start, for both pipelines.
+(conll_crf.process.retain_freed_memory, what a crf_ner component does when
+created with retain_freed_memory = true) from the start, for both pipelines.
 Also counts, per pipeline, the collections of Python's cyclic garbage
 collector during its timed batches and the seconds spent in them, per
 generation (a full collection, generation 2, takes ~0.1 s once spaCy and torch
 are loaded): printed and stored under "gc".
 """
+
 import argparse
 import gc
-from contextlib import contextmanager
 import json
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from conll_crf.allocator import retain_freed_memory
-from conll_crf.threads import pin_threads
+from conll_crf.process import pin_threads, retain_freed_memory
 
 
 def main() -> None:
@@ -48,11 +48,18 @@ def main() -> None:
     parser.add_argument("--set-a", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=1, help="threads for torch and numpy's BLAS (default 1)")
-    parser.add_argument("--order", choices=["alternate", "fixed"], default="alternate",
-                        help="alternate: A, B in odd rounds and B, A in even ones (default; use an even --rounds); "
-                             "fixed: A, B every round (how runs before 2026-12-01's twelfth session measured)")
-    parser.add_argument("--retain-freed-memory", action="store_true",
-                        help="keep freed blocks of up to 32 MiB in the heap (conll_crf.allocator), for both pipelines")
+    parser.add_argument(
+        "--order",
+        choices=["alternate", "fixed"],
+        default="alternate",
+        help="alternate: A, B in odd rounds and B, A in even ones (default; use an even --rounds); "
+        "fixed: A, B every round (how runs before commit a27ca3b, 2026-12-01, measured)",
+    )
+    parser.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="keep freed blocks of up to 32 MiB in the heap (conll_crf.process), for both pipelines",
+    )
     args = parser.parse_args()
     pin_threads(args.threads)  # before numpy and spaCy load: BLAS reads its thread count once
     retained = retain_freed_memory() if args.retain_freed_memory else False
@@ -96,11 +103,15 @@ def main() -> None:
     totals = {name: float(tokens[name].sum()) * args.rounds / seconds[name] for name in models}
     ratio_total = totals[names[0]] / totals[names[1]]
     for name, mean in means.items():
-        print(f"{name}: mean {mean:,.0f} words/s over {len(wps[name])} batches of {args.batch_size} docs "
-              f"(all tokens over all time: {totals[name]:,.0f} words/s)")
+        print(
+            f"{name}: mean {mean:,.0f} words/s over {len(wps[name])} batches of {args.batch_size} docs "
+            f"(all tokens over all time: {totals[name]:,.0f} words/s)"
+        )
     for name, st in gc_stats.stats.items():
-        print(f"{name}: garbage collections per generation {st['collections']}, "
-              f"seconds in them {[round(x, 3) for x in st['seconds']]}")
+        print(
+            f"{name}: garbage collections per generation {st['collections']}, "
+            f"seconds in them {[round(x, 3) for x in st['seconds']]}"
+        )
     print(f"ratio {names[0]} / {names[1]}: {ratio:.2f} (all tokens over all time: {ratio_total:.2f})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -115,8 +126,10 @@ def main() -> None:
             "ratio_a_over_b": ratio,
             "words_per_second_all_tokens_over_all_time": totals,
             "ratio_a_over_b_all_tokens_over_all_time": ratio_total,
-            "ratio_a_over_b_per_round": (numpy.mean(numpy.reshape(wps[names[0]], (args.rounds, -1)), 1)
-                                         / numpy.mean(numpy.reshape(wps[names[1]], (args.rounds, -1)), 1)).tolist(),
+            "ratio_a_over_b_per_round": (
+                numpy.mean(numpy.reshape(wps[names[0]], (args.rounds, -1)), 1)
+                / numpy.mean(numpy.reshape(wps[names[1]], (args.rounds, -1)), 1)
+            ).tolist(),
             "gc": gc_stats.stats,
             "machine": f"{platform.machine()}, python {platform.python_version()}",
         }

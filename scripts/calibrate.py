@@ -36,6 +36,7 @@ diagram) and OUT_DIR/threshold.png (precision and recall of doc.ents as
 with the temperature fitted on the whole corpus in the component's cfg (so
 the packaged pipeline is calibrated).
 """
+
 import argparse
 import json
 import math
@@ -57,10 +58,13 @@ N_BINS = 15
 
 
 def ece(conf: numpy.ndarray, correct: numpy.ndarray, n_bins: int = N_BINS) -> float:
-    """Expected calibration error: sum over equal-width bins of |accuracy - mean confidence| weighted by the bin's share."""
+    """Expected calibration error: sum over equal-width bins of |accuracy - mean confidence|
+    weighted by the bin's share."""
     if len(conf) == 0:
         return float("nan")
-    return float(sum(n / len(conf) * abs(acc - mean_conf) for _, mean_conf, acc, n in reliability(conf, correct, n_bins)))
+    return float(
+        sum(n / len(conf) * abs(acc - mean_conf) for _, mean_conf, acc, n in reliability(conf, correct, n_bins))
+    )
 
 
 def average_precision(conf: numpy.ndarray, correct: numpy.ndarray) -> float:
@@ -115,7 +119,10 @@ def metrics(conf: numpy.ndarray, correct: numpy.ndarray) -> Dict[str, float]:
         "mean_confidence": float(conf.mean()) if len(conf) else float("nan"),
         "accuracy": float(correct.mean()) if len(conf) else float("nan"),
         "entities": int(len(conf)),
-        "reliability": [dict(zip(("bin_center", "mean_confidence", "accuracy", "entities"), row)) for row in reliability(conf, correct)],
+        "reliability": [
+            dict(zip(("bin_center", "mean_confidence", "accuracy", "entities"), row))
+            for row in reliability(conf, correct)
+        ],
     }
 
 
@@ -257,8 +264,14 @@ def temperature_scan(items: Sequence[DocEntities], around: Optional[float] = Non
     rows = []
     for t in scan_grid(around):
         conf = confidences(items, t)
-        rows.append({"temperature": t, "ece": ece(conf, correct), "brier": float(((conf - correct) ** 2).mean()) if len(conf) else float("nan"),
-                     "mean_confidence": float(conf.mean()) if len(conf) else float("nan")})
+        rows.append(
+            {
+                "temperature": t,
+                "ece": ece(conf, correct),
+                "brier": float(((conf - correct) ** 2).mean()) if len(conf) else float("nan"),
+                "mean_confidence": float(conf.mean()) if len(conf) else float("nan"),
+            }
+        )
     return rows
 
 
@@ -278,7 +291,9 @@ def beam_entities(nlp, name: str, inputs, refs) -> Tuple[numpy.ndarray, numpy.nd
             doc = other(doc)
         beams = pipe.predict([doc])
         raw = pipe.scored_ents(beams)[0]  # {(start, end, label): summed probability of the parses with it}
-        scores = {(s, e, label if isinstance(label, str) else nlp.vocab.strings[label]): p for (s, e, label), p in raw.items()}
+        scores = {
+            (s, e, label if isinstance(label, str) else nlp.vocab.strings[label]): p for (s, e, label), p in raw.items()
+        }
         pipe.set_annotations([doc], beams)
         gold_set = {(e.start, e.end, e.label_) for e in gold.ents}
         doc_conf = []
@@ -305,7 +320,13 @@ def plot_reliability(curves: Dict[str, Tuple[numpy.ndarray, numpy.ndarray]], pat
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     for label, (conf, correct) in curves.items():
         pts = reliability(conf, correct)
-        ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", markersize=4, label=f"{label} (ECE {ece(conf, correct):.3f})")
+        ax.plot(
+            [p[1] for p in pts],
+            [p[2] for p in pts],
+            marker="o",
+            markersize=4,
+            label=f"{label} (ECE {ece(conf, correct):.3f})",
+        )
     ax.set_xlabel("confidence (mean per bin, 15 equal-width bins)")
     ax.set_ylabel("fraction of predicted entities that are correct")
     ax.set_xlim(0, 1)
@@ -356,7 +377,9 @@ def main() -> None:
     parser.add_argument("corpus", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--write", type=Path, default=None, help="save the model with the fitted temperature here")
-    parser.add_argument("--name", default=None, help="the component (default: crf_ner, or beam_ner's 'ner' with --beam)")
+    parser.add_argument(
+        "--name", default=None, help="the component (default: crf_ner, or beam_ner's 'ner' with --beam)"
+    )
     parser.add_argument("--beam", action="store_true", help="score spaCy's beam_ner instead")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -367,13 +390,22 @@ def main() -> None:
     order = list(range(len(refs)))
     random.Random(args.seed).shuffle(order)
     halves = [sorted(order[: len(order) // 2]), sorted(order[len(order) // 2 :])]
-    report: Dict = {"model": args.model, "corpus": str(args.corpus), "docs": len(refs), "bins": N_BINS,
-                    "split": f"articles shuffled with seed {args.seed}, two halves of {len(halves[0])} and {len(halves[1])}"}
+    report: Dict = {
+        "model": args.model,
+        "corpus": str(args.corpus),
+        "docs": len(refs),
+        "bins": N_BINS,
+        "split": f"articles shuffled with seed {args.seed}, two halves of {len(halves[0])} and {len(halves[1])}",
+    }
     if args.beam:
         name = args.name or "ner"
         conf, correct, _ = beam_entities(nlp, name, inputs, refs)
         report["beam_ner"] = metrics(conf, correct)
-        plot_reliability({"beam_ner scores": (conf, correct)}, args.out / "reliability.png", f"{args.model}: beam_ner on {args.corpus.name}")
+        plot_reliability(
+            {"beam_ner scores": (conf, correct)},
+            args.out / "reliability.png",
+            f"{args.model}: beam_ner on {args.corpus.name}",
+        )
         (args.out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report["beam_ner"], indent=2))
         return
@@ -413,20 +445,40 @@ def main() -> None:
     all_correct = correctness(items)
     n_gold = sum(d.n_gold for d in items)
     plot_reliability(
-        {"CRF probability, T = 1": (cat["t1"], correct), f"CRF probability, T fitted ({fitted[0]:.2f}, {fitted[1]:.2f})": (cat["calibrated"], correct),
-         "mean token marginal": (cat["mean_tag"], correct), "min token marginal": (cat["min_tag"], correct)},
-        args.out / "reliability.png", f"{Path(args.model).parent.name}/{Path(args.model).name}: predicted entities,\nheld-out halves of {args.corpus.name} (cross-fitted)",
+        {
+            "CRF probability, T = 1": (cat["t1"], correct),
+            f"CRF probability, T fitted ({fitted[0]:.2f}, {fitted[1]:.2f})": (cat["calibrated"], correct),
+            "mean token marginal": (cat["mean_tag"], correct),
+            "min token marginal": (cat["min_tag"], correct),
+        },
+        args.out / "reliability.png",
+        f"{Path(args.model).parent.name}/{Path(args.model).name}: predicted entities,\n"
+        f"held-out halves of {args.corpus.name} (cross-fitted)",
     )
     report["temperature_scan"] = temperature_scan(items, around=t_all)
-    report["threshold_curve"] = plot_threshold(all_conf, all_correct, n_gold, args.out / "threshold.png",
-                                               f"{Path(args.model).parent.name}/{Path(args.model).name}: {args.corpus.name}, T = {t_all:.2f}")
+    report["threshold_curve"] = plot_threshold(
+        all_conf,
+        all_correct,
+        n_gold,
+        args.out / "threshold.png",
+        f"{Path(args.model).parent.name}/{Path(args.model).name}: {args.corpus.name}, T = {t_all:.2f}",
+    )
     (args.out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
     for key, m in report["held_out"].items():
-        print(f"{key:28s} ECE {m['ece']:.4f} (a calibrated model's: {m['ece_of_a_calibrated_model']:.4f})  Brier {m['brier']:.4f}  AP {m['average_precision']:.4f}  AUROC {m['auroc']:.4f}  ({m['entities']} entities)")
-    print(f"temperatures fitted on the halves: {fitted[0]:.3f}, {fitted[1]:.3f}; on all of {args.corpus.name}: {t_all:.3f}")
+        print(
+            f"{key:28s} ECE {m['ece']:.4f} (a calibrated model's: {m['ece_of_a_calibrated_model']:.4f})  "
+            f"Brier {m['brier']:.4f}  AP {m['average_precision']:.4f}  AUROC {m['auroc']:.4f}  "
+            f"({m['entities']} entities)"
+        )
+    print(
+        f"temperatures fitted on the halves: {fitted[0]:.3f}, {fitted[1]:.3f}; "
+        f"on all of {args.corpus.name}: {t_all:.3f}"
+    )
     best = min(report["temperature_scan"], key=lambda r: r["ece"])
-    print(f"in-sample, on all of {args.corpus.name}: the lowest ECE one temperature reaches on the scan is "
-          f"{best['ece']:.4f} (T = {best['temperature']:.2f}); at the fitted T: {ece(all_conf, all_correct):.4f}")
+    print(
+        f"in-sample, on all of {args.corpus.name}: the lowest ECE one temperature reaches on the scan is "
+        f"{best['ece']:.4f} (T = {best['temperature']:.2f}); at the fitted T: {ece(all_conf, all_correct):.4f}"
+    )
     if args.write:
         pipe.cfg["temperature"] = float(t_all)
         nlp.to_disk(args.write)

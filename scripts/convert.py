@@ -8,6 +8,7 @@ SRC is a raw CoNLL file (2+ columns, NER tag last; IOB1, IOB2, BILUO or IOBES),
 .parquet / .jsonl / .arrow file in Hugging Face form (`tokens`, `ner_tags`).
 Bad input exits with status 1 and `FILE:LINE: what is wrong`; no output is written.
 """
+
 import argparse
 import json
 import os
@@ -64,13 +65,18 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", type=docs_option, default="article", help="article, sentence or N sentences per Doc")
     parser.add_argument("--split", default="train", help="dataset split for Hugging Face sources")
     parser.add_argument("--scheme", default="auto", choices=["auto", "IOB", "BILUO", "IOBES"])
-    parser.add_argument("--sep", default="auto", choices=["auto", "tab", "space"],
-                        help="column separator of raw CoNLL files (auto: tab if the first token line has one)")
+    parser.add_argument(
+        "--sep",
+        default="auto",
+        choices=["auto", "tab", "space"],
+        help="column separator of raw CoNLL files (auto: tab if the first token line has one)",
+    )
     parser.add_argument("--stats-json", type=Path, default=None)
     args = parser.parse_args(argv)
     try:
-        articles, spans, stats, docs = read_source(args.src, split=args.split, scheme=args.scheme, docs=args.docs,
-                                                   sep=args.sep)
+        articles, spans, stats, docs = read_source(
+            args.src, split=args.split, scheme=args.scheme, docs=args.docs, sep=args.sep
+        )
     except (ConllError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ eng.train -> train.spacy, eng.testa -> dev.spacy, eng.testb -> test.spacy.
 eng.train and eng.testa are required; a missing eng.testb is reported and
 skipped (evaluation then uses the dev corpus). Writes OUT_DIR/convert_stats.json.
 """
+
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,10 @@ SPLITS = [("eng.train", "train", True), ("eng.testa", "dev", True), ("eng.testb"
 def main(conll_dir: str, out_dir: str) -> int:
     src, out = Path(conll_dir), Path(out_dir)
     if not src.is_dir():
-        print(f"error: {src} is not a folder; set conll_dir to the folder holding eng.train and eng.testa", file=sys.stderr)
+        print(
+            f"error: {src} is not a folder; set conll_dir to the folder holding eng.train and eng.testa",
+            file=sys.stderr,
+        )
         return 1
     stats = {}
     for filename, split, required in SPLITS:

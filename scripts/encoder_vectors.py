@@ -25,6 +25,7 @@ trained with LOWER lookups would look its vectors up by ORTH once loaded from
 disk. The table is read from model.safetensors (or pytorch_model.bin) without
 building the model. Prints how many entries were kept and skipped, by reason.
 """
+
 import argparse
 import json
 from collections import Counter
@@ -120,8 +121,9 @@ def model_card_license(model_dir: Path) -> str:
 
 def _byte_decoder() -> Dict[str, int]:
     """GPT-2's byte-level alphabet (printable bytes as themselves, the rest shifted above 255), inverted."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, n = {}, 0
     for b in range(256):
         if b in printable:
@@ -159,8 +161,11 @@ def whole_words(model_dir: Path) -> Tuple[List[Tuple[int, str]], Counter, str]:
         vocab = json.loads((model_dir / "vocab.json").read_text(encoding="utf8"))
         for piece, i in sorted(vocab.items(), key=lambda item: item[1]):
             if not piece.startswith("Ġ"):
-                skipped["special entry" if piece.startswith("<") and piece.endswith(">") else
-                        "continuation or text-initial piece (no Ġ)"] += 1
+                skipped[
+                    "special entry"
+                    if piece.startswith("<") and piece.endswith(">")
+                    else "continuation or text-initial piece (no Ġ)"
+                ] += 1
                 continue
             try:
                 word = bytes(decoder[c] for c in piece[1:]).decode("utf8")
@@ -187,7 +192,9 @@ def main() -> None:
     words, skipped, kind = whole_words(model_dir)
     top_id = max((i for i, _ in words), default=-1)
     if top_id >= table.shape[0]:
-        raise SystemExit(f"{model_dir}: the vocabulary has ids up to {top_id}, the embedding table {table.shape[0]} rows")
+        raise SystemExit(
+            f"{model_dir}: the vocabulary has ids up to {top_id}, the embedding table {table.shape[0]} rows"
+        )
     short = [(i, w) for i, w in words if len(w) < args.min_chars]
     if short:
         skipped["too short"] += len(short)
@@ -211,16 +218,24 @@ def main() -> None:
     nlp.vocab.vectors = vectors
     # where the vectors come from, with the encoder's licence (its model card's), for whoever packages a model with them
     licence = model_card_license(model_dir)
-    nlp.meta["sources"] = [{"name": args.model, "url": "" if Path(args.model).is_dir() else f"https://huggingface.co/{args.model}",
-                            "license": licence}]
+    nlp.meta["sources"] = [
+        {
+            "name": args.model,
+            "url": "" if Path(args.model).is_dir() else f"https://huggingface.co/{args.model}",
+            "license": licence,
+        }
+    ]
     nlp.meta["license"] = licence
     args.out.parent.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(args.out)
-    print(f"{args.out}: {len(words):,} whole-word vectors of width {table.shape[1]} from a {kind} vocabulary of "
-          f"{table.shape[0]:,} entries, {n_keys:,} keys "
-          f"({'lower, Title and UPPER spellings of an uncased vocabulary' if lower else 'as spelled'}); "
-          "skipped: " + ", ".join(f"{n:,} {why}" for why, n in skipped.items())
-          + f"; the encoder's licence: {licence or 'not in its model card'}")
+    print(
+        f"{args.out}: {len(words):,} whole-word vectors of width {table.shape[1]} from a {kind} vocabulary of "
+        f"{table.shape[0]:,} entries, {n_keys:,} keys "
+        f"({'lower, Title and UPPER spellings of an uncased vocabulary' if lower else 'as spelled'}); "
+        "skipped: "
+        + ", ".join(f"{n:,} {why}" for why, n in skipped.items())
+        + f"; the encoder's licence: {licence or 'not in its model card'}"
+    )
 
 
 if __name__ == "__main__":

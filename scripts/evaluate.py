@@ -24,6 +24,7 @@ is nothing to score: no gold and no predicted entity). Mode 1 runs the pipeline
 once, and on the way counts the predicted tag sequences that are invalid for the
 component's scheme, BIO or BILUO (0 for a CRF).
 """
+
 import argparse
 import json
 import platform
@@ -37,8 +38,7 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
-from conll_crf import conlleval
-from conll_crf.conll import gold_token_docs
+from conll_crf.conll import conlleval, gold_token_docs
 from conll_crf.tags import TagError, iob_spans, strict_spans
 
 
@@ -70,8 +70,14 @@ def conlleval_scores(path: Path) -> Dict[str, float]:
     with path.open(encoding="utf8") as f:
         counts = conlleval.count(f, str(path))
     prf = counts.prf()
-    return {"ents_p": prf["p"], "ents_r": prf["r"], "ents_f": prf["f"], "correct": counts.correct_chunks,
-            "gold": counts.gold_chunks, "guessed": counts.guessed_chunks}
+    return {
+        "ents_p": prf["p"],
+        "ents_r": prf["r"],
+        "ents_f": prf["f"],
+        "correct": counts.correct_chunks,
+        "gold": counts.gold_chunks,
+        "guessed": counts.guessed_chunks,
+    }
 
 
 def is_valid(tags: List[str], scheme: str) -> bool:
@@ -129,9 +135,15 @@ def raw_with_sentencizer(nlp, refs, args, base: Dict) -> None:
         return
     nlp.add_pipe("sentencizer", first=True)
     sent = nlp.evaluate([Example(nlp.make_doc(r.text), r) for r in refs], batch_size=args.batch_size)
-    out = {**base, "mode": "raw text re-tokenized by the pipeline, spaCy's sentencizer before the entity recognizer",
-           "ents_p": sent.get("ents_p"), "ents_r": sent.get("ents_r"), "ents_f": sent.get("ents_f"),
-           "ents_per_type": sent.get("ents_per_type"), "words_per_second": sent.get("speed")}
+    out = {
+        **base,
+        "mode": "raw text re-tokenized by the pipeline, spaCy's sentencizer before the entity recognizer",
+        "ents_p": sent.get("ents_p"),
+        "ents_r": sent.get("ents_r"),
+        "ents_f": sent.get("ents_f"),
+        "ents_per_type": sent.get("ents_per_type"),
+        "words_per_second": sent.get("speed"),
+    }
     (args.out_dir / "raw_text_sentencizer.json").write_text(json.dumps(out, indent=2) + "\n")
     print(f"raw text + sentencizer: P {fmt(out['ents_p'])} R {fmt(out['ents_r'])} F {fmt(out['ents_f'])}")
 
@@ -143,7 +155,9 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--no-gold-sentences", action="store_true", help="gold-token mode without the gold sentence starts")
+    parser.add_argument(
+        "--no-gold-sentences", action="store_true", help="gold-token mode without the gold sentence starts"
+    )
     parser.add_argument("--sentencizer-only", action="store_true", help="only mode 3 (raw text + sentencizer)")
     args = parser.parse_args()
     if args.gpu_id >= 0:
@@ -191,8 +205,10 @@ def main() -> None:
         "machine": machine,
     }
     (args.out_dir / "gold_tokens.json").write_text(json.dumps(gold, indent=2) + "\n")
-    print(f"gold tokens: P {fmt(gold['ents_p'])} R {fmt(gold['ents_r'])} F {fmt(gold['ents_f'])}, "
-          f"{gold['words_per_second']:,.0f} words/s")
+    print(
+        f"gold tokens: P {fmt(gold['ents_p'])} R {fmt(gold['ents_r'])} F {fmt(gold['ents_f'])}, "
+        f"{gold['words_per_second']:,.0f} words/s"
+    )
     print(f"  conlleval on {conll_path}: F {fmt(independent['ents_f'])} ({'agrees' if agree else 'DISAGREES'})")
     print(f"  invalid tag sequences: {gold['invalid_tag_sequences']}; entities across a sentence start: {crossing}")
 
@@ -201,7 +217,9 @@ def main() -> None:
     raw_examples = [Example(nlp.make_doc(r.text), r) for r in refs]
     retokenized = sum(1 for eg in raw_examples if [t.text for t in eg.predicted] != [t.text for t in eg.reference])
     # gold entities no prediction on these tokens could match (an edge inside a token): a floor under raw-text errors
-    unaligned = sum(eg.predicted.char_span(e.start_char, e.end_char) is None for eg in raw_examples for e in eg.reference.ents)
+    unaligned = sum(
+        eg.predicted.char_span(e.start_char, e.end_char) is None for eg in raw_examples for e in eg.reference.ents
+    )
     raw = nlp.evaluate(raw_examples, batch_size=args.batch_size)
     raw_out = {
         "mode": "raw text re-tokenized by the pipeline (as spacy evaluate does for docs with known spaces)",
@@ -217,8 +235,10 @@ def main() -> None:
         "machine": machine,
     }
     raw_path.write_text(json.dumps(raw_out, indent=2) + "\n")
-    print(f"raw text:    P {fmt(raw_out['ents_p'])} R {fmt(raw_out['ents_r'])} F {fmt(raw_out['ents_f'])}, "
-          f"{raw_out['words_per_second'] or 0:,.0f} words/s")
+    print(
+        f"raw text:    P {fmt(raw_out['ents_p'])} R {fmt(raw_out['ents_r'])} F {fmt(raw_out['ents_f'])}, "
+        f"{raw_out['words_per_second'] or 0:,.0f} words/s"
+    )
 
     raw_with_sentencizer(nlp, refs, args, raw_out)
     if not agree:

@@ -16,6 +16,7 @@ trained components) and names the training data given by the --data-* options
 (the defaults describe this project's CoNLL-2003 run), the scores and the
 requirements.
 """
+
 import argparse
 import json
 import shutil
@@ -61,14 +62,25 @@ def vectors_source(meta: dict, encoder: str, vectors_meta: Optional[dict] = None
         return []
     url = source.get("url", "" if Path(encoder).exists() else f"https://huggingface.co/{encoder}")
     licence = source.get("license") or ""
-    entry = {"name": f"Static vectors: the input embedding table of {encoder} ({vectors.get('vectors', '?')} rows of width {vectors['width']})",
-             "url": url,
-             "license": f"that of the encoder ({licence})" if licence else "that of the encoder (its model card names none)"}
+    entry = {
+        "name": f"Static vectors: the input embedding table of {encoder} "
+        f"({vectors.get('vectors', '?')} rows of width {vectors['width']})",
+        "url": url,
+        "license": f"that of the encoder ({licence})" if licence else "that of the encoder (its model card names none)",
+    }
     return [entry]
 
 
-def package_meta(meta: dict, labels: list, name: str, version: str, requirement: str, data: dict,
-                 encoder: str = "", vectors_meta: Optional[dict] = None) -> dict:
+def package_meta(
+    meta: dict,
+    labels: list,
+    name: str,
+    version: str,
+    requirement: str,
+    data: dict,
+    encoder: str = "",
+    vectors_meta: Optional[dict] = None,
+) -> dict:
     """The trained pipeline's meta, described by its own labels, training data and static vectors' encoder."""
     out = dict(meta)
     out.update(
@@ -85,8 +97,10 @@ def package_meta(meta: dict, labels: list, name: str, version: str, requirement:
                     "license": data["data_license"],
                     "author": data["data_author"],
                 }
-            ] + vectors_source(meta, encoder, vectors_meta),
-            "requirements": [r for r in meta.get("requirements", []) if not r.startswith("spacy-conll-crf")] + [requirement],
+            ]
+            + vectors_source(meta, encoder, vectors_meta),
+            "requirements": [r for r in meta.get("requirements", []) if not r.startswith("spacy-conll-crf")]
+            + [requirement],
         }
     )
     return out
@@ -98,9 +112,15 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--name", default="conll_crf")
     parser.add_argument("--version", default="0.2.0")
-    parser.add_argument("--vectors-encoder", default="", help="the encoder the static vectors came from, for the meta's sources")
-    parser.add_argument("--vectors", type=Path, default=None,
-                        help="the vectors folder encoder_vectors.py wrote (its meta names the encoder and its licence)")
+    parser.add_argument(
+        "--vectors-encoder", default="", help="the encoder the static vectors came from, for the meta's sources"
+    )
+    parser.add_argument(
+        "--vectors",
+        type=Path,
+        default=None,
+        help="the vectors folder encoder_vectors.py wrote (its meta names the encoder and its licence)",
+    )
     for key, value in CONLL.items():
         parser.add_argument("--" + key.replace("_", "-"), default=value, help=f"(default: {value})")
     args = parser.parse_args()
@@ -120,15 +140,35 @@ def main() -> None:
     vectors_meta = None
     if args.vectors is not None and (args.vectors / "meta.json").exists():
         vectors_meta = json.loads((args.vectors / "meta.json").read_text())
-    meta = package_meta(meta, entity_labels(args.model, meta), args.name, args.version, requirement, data,
-                        args.vectors_encoder, vectors_meta)
+    meta = package_meta(
+        meta,
+        entity_labels(args.model, meta),
+        args.name,
+        args.version,
+        requirement,
+        data,
+        args.vectors_encoder,
+        vectors_meta,
+    )
     meta_path = args.out_dir / f"meta_{args.name}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     subprocess.run(
         [
-            sys.executable, "-m", "spacy", "package", str(args.model), str(args.out_dir),
-            "--name", args.name, "--version", args.version, "--meta-path", str(meta_path),
-            "--build", "wheel", "--force",
+            sys.executable,
+            "-m",
+            "spacy",
+            "package",
+            str(args.model),
+            str(args.out_dir),
+            "--name",
+            args.name,
+            "--version",
+            args.version,
+            "--meta-path",
+            str(meta_path),
+            "--build",
+            "wheel",
+            "--force",
         ],
         check=True,
     )

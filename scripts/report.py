@@ -13,12 +13,13 @@ and METRICS_DIR/errors_<run>.html: the dev articles where the prediction differs
 from gold, gold and predicted entities side by side (displaCy), differing
 sentences only.
 """
+
 import argparse
 import html
 import json
 import shutil
-from typing import List
 from pathlib import Path
+from typing import List
 
 import matplotlib
 
@@ -63,11 +64,11 @@ def plot_dev_f1(runs, training: Path, out: Path) -> None:
 
 
 def plot_transitions(model_dir: Path, out: Path) -> bool:
-    from conll_crf.layers import torch_module
+    from conll_crf.pipeline.thinc_head import torch_module
 
     nlp = spacy.load(model_dir)
     pipe = next((p for _, p in nlp.pipeline if hasattr(p, "predict_tags")), None)
-    if pipe is None or pipe.model.attrs.get("decoder") != "crf":
+    if pipe is None:
         return False
     crf = torch_module(pipe.model.get_ref("output_layer")).crf
     tags = pipe.tags
@@ -131,10 +132,14 @@ def confidence_notes(pred, start: int, end: int, gold: set) -> str:
             continue
         key = (ent.start, ent.end, ent.label_)
         p = ent._.crf_prob
-        alts = [(c, sc) for c, sc in cands if (c.start, c.end, c.label_) != key and c.start < ent.end and ent.start < c.end]
+        alts = [
+            (c, sc) for c, sc in cands if (c.start, c.end, c.label_) != key and c.start < ent.end and ent.start < c.end
+        ]
         alt = max(alts, key=lambda x: x[1]) if alts else None
         mark = "" if key in gold else " &#10007;"
-        text = f"{html.escape(ent.text)} [{ent.label_}] <b>{p:.2f}</b>{mark}" if p is not None else html.escape(ent.text)
+        text = (
+            f"{html.escape(ent.text)} [{ent.label_}] <b>{p:.2f}</b>{mark}" if p is not None else html.escape(ent.text)
+        )
         if alt:
             text += f" (alternative: {html.escape(alt[0].text)} [{alt[0].label_}] {alt[1]:.2f})"
         out.append(text)
@@ -181,7 +186,8 @@ def error_page(model_dir: Path, corpus: Path, out: Path, max_docs: int) -> int:
             rows.append(
                 f"<tr><td>{gold_html}</td><td>{pred_html}</td>"
                 f"<td class='d'>missed: {html.escape(missed)}<br>spurious: {html.escape(spurious)}"
-                + (f"<br>{notes}" if notes else "") + "</td></tr>"
+                + (f"<br>{notes}" if notes else "")
+                + "</td></tr>"
             )
     out.write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Errors: "
@@ -197,11 +203,10 @@ def error_page(model_dir: Path, corpus: Path, out: Path, max_docs: int) -> int:
 ENCODERS = {
     "cpu_crf": "hash + char tok2vec (CPU)",
     "cpu_ner": "hash + char tok2vec (CPU)",
-    "cpu_softmax": "hash + char tok2vec (CPU)",
     "trf_crf": "transformer",
     "trf_ner": "transformer",
 }
-HEADS = {"crf": "BiLSTM-CRF (ours)", "ner": "spaCy ner (transition-based)", "softmax": "BiLSTM-softmax (ablation)"}
+HEADS = {"crf": "BiLSTM-CRF (ours)", "ner": "spaCy ner (transition-based)"}
 
 
 def uses_static_vectors(config_path: Path) -> bool:
@@ -232,7 +237,8 @@ def _time_v_wall(path: Path) -> str:
 def results_table(runs, training: Path, metrics: Path) -> str:
     """A markdown table of every evaluated run, from the files the runs wrote."""
     rows = [
-        "| run | encoder | head | dev P | dev R | dev F | F raw text | PER F | LOC F | ORG F | MISC F | invalid seqs | train steps | train wall | words/s (evaluate run) |",
+        "| run | encoder | head | dev P | dev R | dev F | F raw text | PER F | LOC F | ORG F | MISC F "
+        "| invalid seqs | train steps | train wall | words/s (evaluate run) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
@@ -254,8 +260,16 @@ def results_table(runs, training: Path, metrics: Path) -> str:
             path = Path(name)
             encoder = f"transformer: {path.parent.name if path.name == 'model' else path.name}"
         per = gold["ents_per_type"] or {}
-        invalid = sum(gold.get("invalid_tag_sequences", {}).values()) if gold.get("invalid_tag_sequences") else "0 (by construction)"
-        wall = f"{meta['wall_seconds'] / 60:.0f} min" if "wall_seconds" in meta else _time_v_wall(training / run / "train.log")
+        invalid = (
+            sum(gold.get("invalid_tag_sequences", {}).values())
+            if gold.get("invalid_tag_sequences")
+            else "0 (by construction)"
+        )
+        wall = (
+            f"{meta['wall_seconds'] / 60:.0f} min"
+            if "wall_seconds" in meta
+            else _time_v_wall(training / run / "train.log")
+        )
         pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}"  # noqa: E731  (None: nothing to score)
         rows.append(
             f"| {run} | {encoder} | {HEADS.get(run.split('_')[-1], '?')} | {pct(gold['ents_p'])} | "
@@ -270,7 +284,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("training", type=Path)
     parser.add_argument("metrics", type=Path)
-    parser.add_argument("--runs", default="cpu_crf,cpu_ner,cpu_softmax,trf_crf,trf_ner")
+    parser.add_argument("--runs", default="cpu_crf,cpu_ner,trf_crf,trf_ner")
     parser.add_argument("--corpus", type=Path, default=Path("corpus/dev.spacy"))
     parser.add_argument("--max-docs", type=int, default=40)
     args = parser.parse_args()

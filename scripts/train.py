@@ -12,6 +12,7 @@ Extra `--section.key value` arguments are passed on as config overrides.
 Writes OUTPUT_DIR/train_meta.json with the wall time, the overrides used and a hash
 of the config's parsed settings (a renamed or re-commented config keeps it).
 """
+
 import argparse
 import hashlib
 import json
@@ -52,9 +53,11 @@ def main() -> None:
         if (ROOT / vectors).exists():
             overrides["paths.vectors"] = str(ROOT / vectors)
         else:
-            sys.exit(f"{args.config}: its static vectors {vectors!r} do not exist (from {Path.cwd()} nor from {ROOT}): "
-                     "run `python -m spacy project run vectors` first, or train without them: "
-                     "--paths.vectors null --components.<component>.model.tok2vec.embed.include_static_vectors false")
+            sys.exit(
+                f"{args.config}: its static vectors {vectors!r} do not exist (from {Path.cwd()} nor from {ROOT}): "
+                "run `python -m spacy project run vectors` first, or train without them: "
+                "--paths.vectors null --components.<component>.model.tok2vec.embed.include_static_vectors false"
+            )
     args.output.mkdir(parents=True, exist_ok=True)
     start = time.time()
     train(args.config, args.output, use_gpu=args.gpu_id, overrides=overrides)

@@ -1,4 +1,5 @@
 """`python -m conll_crf annotate ...`: the `conll-crf` command line."""
+
 import sys
 
 from .cli import main

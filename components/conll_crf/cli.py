@@ -7,13 +7,15 @@ some records could not be annotated (see DIR/errors/ and the manifest); 2 when
 the job could not start (bad arguments or inputs; nothing is written); 1 when it
 stopped before completing (run the same command again to resume).
 """
+
 import argparse
 import logging
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .annotate import EXIT_USAGE, OUTPUT_FORMATS, JobConfig, JobError, exit_code, run_job
+from .annotate.job import EXIT_USAGE, JobConfig, JobError, exit_code, run_job
+from .annotate.shards import OUTPUT_FORMATS
 
 
 def _non_negative_float(value: str) -> float:
@@ -24,6 +26,7 @@ def _non_negative_float(value: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `conll-crf` argument parser (its subcommands and their options)."""
     parser = argparse.ArgumentParser(prog="conll-crf", description="Tools of the spacy-conll-crf package.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
@@ -35,39 +38,71 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="JSONL (.jsonl/.ndjson), Parquet (.parquet) or plain-text files (one document each), folders, globs")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="JSONL (.jsonl/.ndjson), Parquet (.parquet) or plain-text files (one document each), folders, globs",
+    )
     p.add_argument("--model", required=True, help="pipeline package name or folder (e.g. en_conll_crf)")
     p.add_argument("--output", required=True, type=Path, help="output folder (created; a job's own folder resumes)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: one process with nlp.pipe; ray: a Ray Data actor pool")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one process with nlp.pipe; ray: a Ray Data actor pool",
+    )
     p.add_argument("--text-field", default="text", help="the field / column holding the text")
-    p.add_argument("--id-field", default="id", help="the field / column holding the id (derived from file and line when absent)")
-    p.add_argument("--format", dest="output_format", choices=OUTPUT_FORMATS, default="parquet", help="output shard format")
-    p.add_argument("--shard-size", type=int, default=1000, help="records per output shard (the unit of resuming and of Ray tasks)")
+    p.add_argument(
+        "--id-field", default="id", help="the field / column holding the id (derived from file and line when absent)"
+    )
+    p.add_argument(
+        "--format", dest="output_format", choices=OUTPUT_FORMATS, default="parquet", help="output shard format"
+    )
+    p.add_argument(
+        "--shard-size", type=int, default=1000, help="records per output shard (the unit of resuming and of Ray tasks)"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="documents per nlp.pipe batch")
-    p.add_argument("--max-chars", type=int, default=0,
-                   help="longer documents are annotated in pieces of at most this many characters (0: nlp.max_length)")
-    p.add_argument("--scores-key", default="crf_ner",
-                   help="doc.spans key whose attrs['scores'] give entity probabilities (crf_ner's spans_key)")
-    p.add_argument("--code", action="append", default=[], help="Python file to import first (custom components); repeatable")
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        default=0,
+        help="longer documents are annotated in pieces of at most this many characters (0: nlp.max_length)",
+    )
+    p.add_argument(
+        "--scores-key",
+        default="crf_ner",
+        help="doc.spans key whose attrs['scores'] give entity probabilities (crf_ner's spans_key)",
+    )
+    p.add_argument(
+        "--code", action="append", default=[], help="Python file to import first (custom components); repeatable"
+    )
     p.add_argument("--workers", type=int, default=1, help="ray: number of actors, each with its own pipeline")
     p.add_argument("--threads-per-worker", type=int, default=1, help="CPU threads (and Ray CPUs) per worker")
-    p.add_argument("--no-retain-freed-memory", dest="retain_freed_memory", action="store_false",
-                   help="load every crf_ner with retain_freed_memory = false, leaving glibc's thresholds alone (by default "
-                        "crf_ner has freed blocks of up to 32 MiB kept for reuse: faster where page faults are costly, "
-                        "at the price of a larger resident size)")
-    p.add_argument("--gpus-per-worker", type=_non_negative_float, default=0.0, help="ray: GPUs per worker (fractions allowed)")
+    p.add_argument(
+        "--no-retain-freed-memory",
+        dest="retain_freed_memory",
+        action="store_false",
+        help="load every crf_ner with retain_freed_memory = false, leaving glibc's thresholds alone (by default "
+        "crf_ner has freed blocks of up to 32 MiB kept for reuse: faster where page faults are costly, "
+        "at the price of a larger resident size)",
+    )
+    p.add_argument(
+        "--gpus-per-worker", type=_non_negative_float, default=0.0, help="ray: GPUs per worker (fractions allowed)"
+    )
     p.add_argument("--gpu-id", type=int, default=-1, help="local: GPU to use (-1: CPU)")
     p.add_argument("--address", default=None, help="ray: cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--overwrite", action="store_true", help="delete the output folder's earlier job first")
     bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the progress bar")
+    bar.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="always show the progress bar"
+    )
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run `conll-crf` with `argv` (default: the command line); returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     opts = vars(args)

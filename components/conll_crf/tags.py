@@ -12,6 +12,7 @@ module is also where what they forbid is written down (`SchemeRules`): the
 CRF's transition constraints and the constraints a Doc's sentence boundaries
 and preset entities put on its tokens are both derived from it.
 """
+
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 OUTSIDE = "O"
@@ -38,8 +39,7 @@ def split_tag(tag: str) -> Tuple[str, str]:
     prefix, sep, label = tag.partition("-")
     if not sep or prefix not in KNOWN_PREFIXES or not label:
         raise ValueError(
-            f"invalid NER tag {tag!r}: expected 'O' or PREFIX-TYPE with PREFIX one "
-            f"of B, I, L, U, E, S (e.g. 'B-PER')"
+            f"invalid NER tag {tag!r}: expected 'O' or PREFIX-TYPE with PREFIX one of B, I, L, U, E, S (e.g. 'B-PER')"
         )
     return prefix, label
 
@@ -51,10 +51,7 @@ def detect_scheme(prefixes: Iterable[str]) -> str:
     biluo = seen & {"L", "U"}
     iobes = seen & {"E", "S"}
     if biluo and iobes:
-        raise ValueError(
-            "tags mix BILUO (L-/U-) and IOBES (E-/S-) prefixes: "
-            f"{sorted(biluo | iobes)}"
-        )
+        raise ValueError(f"tags mix BILUO (L-/U-) and IOBES (E-/S-) prefixes: {sorted(biluo | iobes)}")
     if biluo:
         return "BILUO"
     if iobes:
@@ -119,8 +116,7 @@ def strict_spans(tags: Sequence[str], scheme: str) -> List[Tuple[int, int, str]]
             if not inside or typ != label:
                 where = f"inside a {label} entity" if inside else "outside an entity"
                 raise TagError(
-                    f"tag {tag!r} is invalid {where} in {scheme} "
-                    f"(expected B-{typ} before it)",
+                    f"tag {tag!r} is invalid {where} in {scheme} (expected B-{typ} before it)",
                     i,
                 )
             if prefix == last:
@@ -146,9 +142,7 @@ def strict_spans(tags: Sequence[str], scheme: str) -> List[Tuple[int, int, str]]
     return spans
 
 
-def spans_to_tags(
-    spans: Iterable[Tuple[int, int, str]], length: int, scheme: str
-) -> List[str]:
+def spans_to_tags(spans: Iterable[Tuple[int, int, str]], length: int, scheme: str) -> List[str]:
     """Encode (start, end, label) spans as BIO or BILUO tags."""
     if scheme not in MODEL_SCHEMES:
         raise ValueError(f"scheme must be one of {MODEL_SCHEMES}, not {scheme!r}")

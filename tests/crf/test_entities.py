@@ -1,4 +1,5 @@
 """Exact entity marginals of the CRF against brute-force enumeration of every path."""
+
 import functools
 import itertools
 
@@ -43,7 +44,9 @@ def brute_force(crf, scheme, em, mask, temperature=1.0):
         if L:
             padded[:, :L] = torch.tensor(paths, dtype=torch.long)
         with torch.no_grad():
-            scores = crf.score(em[b : b + 1].expand(len(paths), -1, -1), padded, mask[b : b + 1].expand(len(paths), -1), check=False)
+            scores = crf.score(
+                em[b : b + 1].expand(len(paths), -1, -1), padded, mask[b : b + 1].expand(len(paths), -1), check=False
+            )
         probs = torch.softmax(scores / temperature, 0).tolist()
         count = 0.0
         for path, p in zip(paths, probs):
@@ -177,8 +180,12 @@ def test_extreme_scores_take_the_log_space_path(scheme):
 
 
 def test_scaled_and_log_space_recursions_agree():
-    from conll_crf.crf.forward_backward import log_forward_backward as _log_forward_backward
-    from conll_crf.crf.forward_backward import log_space_forward_backward as _log_forward_backward_logspace
+    from conll_crf.crf.forward_backward import (
+        log_forward_backward as _log_forward_backward,
+    )
+    from conll_crf.crf.forward_backward import (
+        log_space_forward_backward as _log_forward_backward_logspace,
+    )
 
     crf = make_crf("BIO", seed=7)
     em, mask = ragged_batch(crf.num_tags, [300, 0, 1, 120], seed=13, impossible=((0, 5, 0), (3, 7, 2)))
@@ -267,7 +274,9 @@ def test_candidates_do_not_depend_on_the_block_or_a_length_cap(monkeypatch):
 def test_packed_forward_backward_is_the_padded_one_at_the_real_positions(scale):
     """The entity terms take the forward-backward variables packed ([N, K] over
     the real positions): the same values as the padded [B, T, K] ones there."""
-    from conll_crf.crf.forward_backward import log_forward_backward as _log_forward_backward
+    from conll_crf.crf.forward_backward import (
+        log_forward_backward as _log_forward_backward,
+    )
 
     crf = make_crf("BIO", seed=12)
     em, mask = ragged_batch(crf.num_tags, [5, 0, 1, 9, 3], seed=21, impossible=((3, 2, 0),))

@@ -1,4 +1,5 @@
 """LinearChainCRF against brute-force enumeration, worked examples and pytorch-crf."""
+
 import itertools
 
 import pytest
@@ -216,7 +217,11 @@ def test_worked_example_viterbi():
         [-1e4, 0.5, 0.3, -6, 0.2],
     ]
     em = torch.tensor(
-        [[-0.2196, -1.4047, 0.9992, 0.1948, 0.11], [-0.2401, 0.4565, 0.3464, -0.1856, 0.2622], [-0.3361, 0.1828, -0.3463, -0.2874, 0.2696]],
+        [
+            [-0.2196, -1.4047, 0.9992, 0.1948, 0.11],
+            [-0.2401, 0.4565, 0.3464, -0.1856, 0.2622],
+            [-0.3361, 0.1828, -0.3463, -0.2874, 0.2696],
+        ],
         dtype=torch.float64,
     )
     crf = worked_crf(trans)

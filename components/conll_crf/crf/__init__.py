@@ -7,6 +7,7 @@
 - `viterbi`: the best path (two decoders) and the k best;
 - `entities`: exact entity probabilities and candidates.
 """
+
 from .entities import EntityTags, SpanTerms
 from .forward_backward import NEG_INF
 from .linear_chain import LinearChainCRF, entity_tags, transition_constraints

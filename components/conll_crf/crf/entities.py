@@ -17,6 +17,7 @@ never see inf - inf: a span through one has probability exactly 0.
 spans, `entity_candidates` finds every span above a threshold, and
 `path_entities` reads the entities off decoded tag paths.
 """
+
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -39,8 +40,8 @@ class EntityTags(NamedTuple):
 
     @property
     def biluo(self) -> bool:
+        """Whether these are BILUO tags (L-X and U-X given)."""
         return self.last is not None
-
 
 
 class SpanTerms:
@@ -86,7 +87,9 @@ class SpanTerms:
             self.close_i = trans[i_, l_] + em_beta_l  # L-X after I-X, at e
 
     @staticmethod
-    def _close(nb_exp: Tensor, n_max: Tensor, trans: Tensor, end: Tensor, frm: Tensor, excl: Tensor, is_last: Tensor) -> Tensor:
+    def _close(
+        nb_exp: Tensor, n_max: Tensor, trans: Tensor, end: Tensor, frm: Tensor, excl: Tensor, is_last: Tensor
+    ) -> Tensor:
         """log sum_{y != excl[x]} exp(trans[frm[x], y] + nb[n, y]) [N, X], or the end
         score at a sequence's last position, from nb_exp = exp(nb - n_max) (n_max
         [N, 1] the finite maxima of nb over y): one matrix product with both
@@ -98,7 +101,8 @@ class SpanTerms:
         return torch.where(is_last, end[frm].view(1, -1), inner)
 
     def _middle(self, b: Tensor, lo: Tensor, hi: Tensor, x: Tensor) -> Tensor:
-        """Sum of the inside steps at positions lo..hi-1 of sequence b (0 when hi <= lo; -inf through an impossible one)."""
+        """Sum of the inside steps at positions lo..hi-1 of sequence b (0 when hi <= lo;
+        -inf through an impossible one)."""
         n = self.lengths[b]
         hi = torch.minimum(torch.maximum(hi, lo), n) + self.off[b]
         lo = torch.minimum(lo, n) + self.off[b]
@@ -156,7 +160,6 @@ def _prefix_sums(x: Tensor) -> Tuple[Tensor, Tensor]:
     fin = torch.cat([zero, torch.where(inf, 0.0, x).cumsum(0)], 0)
     cnt = torch.cat([zero, inf.to(x.dtype).cumsum(0)], 0)
     return fin, cnt
-
 
 
 def entity_probabilities(terms: SpanTerms, spans: Tensor) -> Tensor:

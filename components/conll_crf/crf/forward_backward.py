@@ -21,6 +21,7 @@ objective (objective.py) keeps their scaled variables, and `log_forward_backward
 turns the same variables into log-space alphas, betas and log Z for the entity
 probabilities (entities.py).
 """
+
 import math
 from typing import Optional, Tuple
 

@@ -18,6 +18,7 @@ hand-written backward), viterbi.py (best and n-best paths) and entities.py
 device; the one host synchronisation per training call happens before the time
 loop, and decoding has none.
 """
+
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -81,10 +82,21 @@ class LinearChainCRF(nn.Module):
         self.start_transitions = nn.Parameter(torch.empty(num_tags).uniform_(-init_scale, init_scale))
         self.end_transitions = nn.Parameter(torch.empty(num_tags).uniform_(-init_scale, init_scale))
         ones = torch.ones
-        self.register_buffer("allowed", (ones(num_tags, num_tags, dtype=torch.bool) if allowed is None else allowed.bool()).clone())
-        self.register_buffer("allowed_start", (ones(num_tags, dtype=torch.bool) if allowed_start is None else allowed_start.bool()).clone())
-        self.register_buffer("allowed_end", (ones(num_tags, dtype=torch.bool) if allowed_end is None else allowed_end.bool()).clone())
-        if self.allowed.shape != (num_tags, num_tags) or self.allowed_start.shape != (num_tags,) or self.allowed_end.shape != (num_tags,):
+        self.register_buffer(
+            "allowed", (ones(num_tags, num_tags, dtype=torch.bool) if allowed is None else allowed.bool()).clone()
+        )
+        self.register_buffer(
+            "allowed_start",
+            (ones(num_tags, dtype=torch.bool) if allowed_start is None else allowed_start.bool()).clone(),
+        )
+        self.register_buffer(
+            "allowed_end", (ones(num_tags, dtype=torch.bool) if allowed_end is None else allowed_end.bool()).clone()
+        )
+        if (
+            self.allowed.shape != (num_tags, num_tags)
+            or self.allowed_start.shape != (num_tags,)
+            or self.allowed_end.shape != (num_tags,)
+        ):
             raise ValueError("constraint shapes must be [K, K], [K] and [K]")
 
     @classmethod
@@ -111,7 +123,9 @@ class LinearChainCRF(nn.Module):
         return EntityTags(*(getattr(self, f"_ent_{n}") for n in EntityTags._fields))
 
     def extra_repr(self) -> str:
-        return f"num_tags={self.num_tags}, constrained={not bool(self.allowed.all() and self.allowed_start.all() and self.allowed_end.all())}"
+        """The tag count, and whether any constraint applies (torch's module repr)."""
+        unconstrained = bool(self.allowed.all() and self.allowed_start.all() and self.allowed_end.all())
+        return f"num_tags={self.num_tags}, constrained={not unconstrained}"
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -121,8 +135,12 @@ class LinearChainCRF(nn.Module):
     def _params(self, dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
         """Transition scores with disallowed entries at -inf, in ``dtype``."""
         return constrained_scores(
-            self.transitions.to(dtype), self.start_transitions.to(dtype), self.end_transitions.to(dtype),
-            self.allowed, self.allowed_start, self.allowed_end,
+            self.transitions.to(dtype),
+            self.start_transitions.to(dtype),
+            self.end_transitions.to(dtype),
+            self.allowed,
+            self.allowed_start,
+            self.allowed_end,
         )
 
     def _checked_mask(self, emissions: Tensor, mask: Optional[Tensor]) -> Tensor:
@@ -152,8 +170,15 @@ class LinearChainCRF(nn.Module):
         if T == 0:
             return emissions.new_zeros(B, dtype=self._compute_dtype(emissions))
         return CRFObjective.apply(
-            emissions, self.transitions, self.start_transitions, self.end_transitions,
-            self.allowed, self.allowed_start, self.allowed_end, mask, None if tags is None else tags.long(),
+            emissions,
+            self.transitions,
+            self.start_transitions,
+            self.end_transitions,
+            self.allowed,
+            self.allowed_start,
+            self.allowed_end,
+            mask,
+            None if tags is None else tags.long(),
         )
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None, check: bool = True) -> Tensor:

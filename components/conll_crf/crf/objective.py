@@ -4,6 +4,7 @@ One autograd Function computes log Z and the gold path's score and, in its
 backward, the gradient from the forward-backward marginals (forward_backward.py),
 so autograd records no graph over the time loop nor over the gold score.
 """
+
 import math
 
 import torch
@@ -48,6 +49,7 @@ class CRFObjective(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, em, trans, start, end, allowed, allowed_start, allowed_end, mask, tags):
+        """log Z [B] (tags None) or the NLL [B] of emissions em [B, T, K] under the parameters."""
         # The work runs in inference mode (cheaper per op); its intermediates are kept on ctx
         # (inference tensors cannot go through save_for_backward) and the results are cloned
         # into ordinary tensors for autograd.
@@ -58,6 +60,7 @@ class CRFObjective(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
+        """The gradients of the emissions and the three score parameters (from the marginals)."""
         with torch.inference_mode():
             grads = _backward(ctx, grad_out)
         return tuple(None if g is None else g.clone() for g in grads)

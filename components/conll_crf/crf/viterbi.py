@@ -8,6 +8,7 @@ recomputes the chosen tag's backpointer while backtracking, which streams less
 memory for large batches on CPU. `viterbi` picks one; `nbest` keeps the k best
 partial paths per tag. Everything stays on the emissions' device; no host sync.
 """
+
 import functools
 from typing import List, Tuple
 
@@ -76,7 +77,9 @@ def _meet_in_middle_indices(T: int, K: int, B: int, device: torch.device, dtype:
     return em_pos, end_at, desc.view(1, 1, K + 1, 1), base, row0, start, neg_p, zeros
 
 
-def viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor) -> Tuple[Tensor, Tensor]:
+def viterbi_meet_in_middle(
+    emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, last: Tensor
+) -> Tuple[Tensor, Tensor]:
     """Viterbi from both ends at once: (best scores [B], tags [T, B]) for
     time-major emissions emT [T, K, B], scores with disallowed entries -inf, and
     each sequence's last position ``last`` [B] (-1 if empty). Past a sequence's
@@ -92,7 +95,9 @@ def viterbi_meet_in_middle(emT: Tensor, trans: Tensor, start: Tensor, end: Tenso
     distinct ops: right after an encoder, each different op costs extra.)"""
     T, K, B = emT.shape
     n, W = T // 2, 2 * B
-    em_pos, end_at, desc, base, row0, trail_start, neg_p, zeros = _meet_in_middle_indices(T, K, B, emT.device, emT.dtype)
+    em_pos, end_at, desc, base, row0, trail_start, neg_p, zeros = _meet_in_middle_indices(
+        T, K, B, emT.device, emT.dtype
+    )
     last2 = torch.cat([last, last])
     # candidates: forward step k (position k): [j, i] = trans(i, j) + em_k(j); backward step k
     # (position T-1-k): [i, j] = trans(i, j) + em_{T-k}(j), -inf past the end, and column K = the
@@ -162,16 +167,16 @@ def viterbi_stepwise(emT: Tensor, trans: Tensor, start: Tensor, end: Tensor, las
     tags[T - 1] = best_last
     for b in range(T - 1, 0, -VIEW_CHUNK):  # t = b, b-1, ..., a+1: tags[t] -> tags[t-1]
         a = max(b - VIEW_CHUNK, 0)
-        steps = zip(scores[a:b].unbind(0), tags[a + 1 : b + 1].unbind(0), tags[a:b].unbind(0), reaches[a + 1 : b + 1].unbind(0))
+        steps = zip(
+            scores[a:b].unbind(0), tags[a + 1 : b + 1].unbind(0), tags[a:b].unbind(0), reaches[a + 1 : b + 1].unbind(0)
+        )
         for s_prev, t_next, t_prev, reach in reversed(list(steps)):
             prev = (s_prev + trans.index_select(1, t_next)).max(dim=0).indices
             torch.where(reach, prev, best_last, out=t_prev)
     return best_score, tags
 
 
-def nbest(
-    em: Tensor, mask: Tensor, trans: Tensor, start: Tensor, end: Tensor, k: int
-) -> Tuple[Tensor, Tensor]:
+def nbest(em: Tensor, mask: Tensor, trans: Tensor, start: Tensor, end: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     """The k best paths, best first.
 
     em (Tensor): [B, T, K] emissions (padding 0); mask (Tensor): [B, T] bool.

@@ -1,0 +1,321 @@
+"""`conll-crf annotate`: a resumable annotation job over many files (the job and its manifest).
+
+The output folder holds:
+- `entities/part-NNNNN.parquet` (or `.jsonl`): one row per annotated record, in
+  input order: `id`, `source`, `position`, `entities` (a list of `{start_char,
+  end_char, label, text, score}`);
+- `errors/part-NNNNN.*` (only for shards that had one): one row per record that
+  could not be annotated: `id` (null where unknown), `source`, `position`,
+  `reason`. Every input record is in exactly one of the two;
+- `_status/part-NNNNN.json`: written last, when the shard's files are complete;
+- `manifest.json`: the model, the versions, the arguments, the inputs, the
+  counts and every shard's status, rewritten (atomically) as shards complete.
+
+Each shard's files are written under a temporary name and renamed, and its status
+file comes last, so a job killed at any point and started again with the same
+arguments redoes only the shards without a status file and ends with the same
+output as an uninterrupted run. A shard redone after a crash (or by a replaced
+Ray worker) rewrites identical files. Starting a job whose inputs, model or
+output-shaping arguments differ from the folder's manifest is refused.
+"""
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .annotator import model_meta
+from .local_engine import run_local
+from .progress import Progress
+from .ray_engine import run_ray
+from .records import InputError, Plan, expand_inputs, plan_shards
+from .shards import OUTPUT_FORMATS, write_json_atomic
+
+logger = logging.getLogger("conll_crf.annotate")
+
+MANIFEST_VERSION = 1
+EXIT_OK, EXIT_RECORD_ERRORS, EXIT_USAGE = 0, 3, 2
+MANIFEST_INTERVAL = 5.0  # seconds between manifest rewrites while a job runs
+
+
+class JobError(RuntimeError):
+    """A job that cannot start (bad arguments, a folder holding another job)."""
+
+
+@dataclass
+class JobConfig:
+    """The arguments of a job (`conll-crf annotate --help` describes each)."""
+
+    inputs: Sequence[str]
+    model: str
+    output: Path
+    engine: str = "local"
+    text_field: str = "text"
+    id_field: str = "id"
+    output_format: str = "parquet"
+    shard_size: int = 1000
+    batch_size: int = 64
+    max_chars: int = 0
+    scores_key: str = "crf_ner"
+    code: Sequence[str] = ()
+    workers: int = 1
+    threads_per_worker: int = 1
+    retain_freed_memory: bool = True  # the job owns its process: every crf_ner it loads gets this (conll_crf.process)
+    gpus_per_worker: float = 0.0
+    gpu_id: int = -1
+    address: Optional[str] = None
+    progress: Optional[bool] = None  # None: a bar when stderr is a terminal
+
+    def output_args(self) -> Dict:
+        """The arguments that shape the output: a resumed job must repeat them."""
+        return {
+            "model": self.model,
+            "text_field": self.text_field,
+            "id_field": self.id_field,
+            "output_format": self.output_format,
+            "max_chars": self.max_chars,
+            "scores_key": self.scores_key,
+            "code": [str(c) for c in self.code],
+        }
+
+    def annotator_kwargs(self) -> Dict:
+        """The keyword arguments of each worker's `Annotator`."""
+        return {
+            "code": [os.path.abspath(c) for c in self.code],
+            "threads": self.threads_per_worker,
+            "batch_size": self.batch_size,
+            "max_chars": self.max_chars,
+            "scores_key": self.scores_key,
+            "retain_freed_memory": self.retain_freed_memory,
+        }
+
+
+def _versions(engine: str) -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    names = ["spacy", "thinc", "spacy-conll-crf", "torch", "pyarrow"] + (["ray"] if engine == "ray" else [])
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class Job:
+    """An annotation job over an output folder: its plan of shards, its manifest,
+    and which shards are complete (their status files, the truth on disk).
+
+    config (JobConfig): the job's arguments.
+    overwrite (bool): delete an earlier job's folder (one holding a
+        manifest.json) once the new job's inputs and model are known to be good.
+    Raises JobError when the job cannot start; holds a lock on the folder
+    until `close`."""
+
+    def __init__(self, config: JobConfig, overwrite: bool = False) -> None:
+        if config.output_format not in OUTPUT_FORMATS:
+            raise JobError(f"--format must be one of {OUTPUT_FORMATS}, not {config.output_format!r}")
+        if config.engine not in ("local", "ray"):
+            raise JobError(f"--engine must be 'local' or 'ray', not {config.engine!r}")
+        if config.workers < 1 or config.threads_per_worker < 1 or config.batch_size < 1:
+            raise JobError("--workers, --threads-per-worker and --batch-size must be at least 1")
+        if config.max_chars < 0:
+            raise JobError("--max-chars must be 0 (the pipeline's nlp.max_length) or more")
+        self.config = config
+        self.output = Path(config.output)
+        self.plan: Plan = plan_shards(
+            expand_inputs(config.inputs, exclude=self.output), config.shard_size, config.text_field
+        )
+        self.meta = model_meta(config.model)
+        if not self.meta:
+            raise JobError(
+                f"--model {config.model}: no installed pipeline package or pipeline folder (with a "
+                "meta.json) of that name"
+            )
+        if config.output_format == "parquet" or any(f.kind == "parquet" for f in self.plan.files):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise JobError(
+                    "Parquet needs pyarrow: pip install 'spacy-conll-crf[ray]' (or pyarrow), or write --format jsonl"
+                ) from None
+        self.manifest_path = self.output / "manifest.json"
+        if (
+            not self.manifest_path.exists()
+            and self.output.is_dir()
+            and any(p.name != ".lock" for p in self.output.iterdir())
+        ):
+            raise JobError(
+                f"{self.output} is not empty and holds no manifest.json: give an empty or new --output folder"
+            )
+        if overwrite and self.manifest_path.exists():
+            import shutil
+
+            shutil.rmtree(self.output)  # only now: the new job's inputs and model are known to be good
+        self._lock = self._acquire_lock()
+        self.manifest = self._open_manifest()
+        self.done: Dict[int, Dict] = self.scan_status()
+        self._manifest_written = 0.0
+
+    def _acquire_lock(self):
+        """An exclusive lock on the output folder for this driver's lifetime: a
+        second job on the same folder is refused, not interleaved."""
+        import fcntl
+
+        self.output.mkdir(parents=True, exist_ok=True)
+        handle = open(self.output / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise JobError(f"{self.output} is in use by another annotate job (its .lock is held)") from None
+        return handle
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def _identity(self) -> Dict:
+        return {
+            "plan": self.plan.fingerprint(),
+            "arguments": self.config.output_args(),
+            "model_meta": {k: self.meta.get(k) for k in ("lang", "name", "version")},
+        }
+
+    def _open_manifest(self) -> Dict:
+        identity = self._identity()
+        if self.manifest_path.exists():
+            old = json.loads(self.manifest_path.read_text(encoding="utf8"))
+            diff = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
+            if diff:
+                self.close()
+                raise JobError(
+                    f"{self.output} holds a job with other {' and '.join(diff)} (see its manifest.json); "
+                    "give a new --output folder, or --overwrite to start afresh"
+                )
+            manifest = old
+        else:
+            manifest = {"manifest_version": MANIFEST_VERSION, "identity": identity, "runs": [], "state": "planned"}
+            write_json_atomic(self.manifest_path, manifest)  # first, so that a kill from here on can be resumed
+        for sub in ("entities", "errors", "_status"):
+            (self.output / sub).mkdir(parents=True, exist_ok=True)
+            for tmp in (self.output / sub).glob("*.tmp"):
+                tmp.unlink()  # a write that a killed run did not finish (we hold the lock: no other writer)
+        manifest["model"] = {
+            "arg": self.config.model,
+            **{k: self.meta.get(k) for k in ("lang", "name", "version", "spacy_version", "pipeline")},
+        }
+        manifest["inputs"] = [vars(f) for f in self.plan.files]
+        return manifest
+
+    def scan_status(self) -> Dict[int, Dict]:
+        """The complete shards, read from the status files (the truth on disk)."""
+        done = {}
+        for path in (self.output / "_status").glob("part-*.json"):
+            status = json.loads(path.read_text(encoding="utf8"))
+            if (self.output / status["file"]).exists():
+                done[status["index"]] = status
+        return done
+
+    def pending(self) -> List[int]:
+        """The indices of the shards not complete yet."""
+        return [i for i in range(len(self.plan.shards)) if i not in self.done]
+
+    def shard_done(self, status: Dict) -> None:
+        """Record a shard a worker completed; the manifest is rewritten at most
+        every MANIFEST_INTERVAL seconds while the job runs (and at its end)."""
+        self.done[status["index"]] = status
+        if time.monotonic() - self._manifest_written >= MANIFEST_INTERVAL:
+            self.write_manifest("running")
+
+    def write_manifest(self, state: str) -> Dict:
+        """Rewrite manifest.json (atomically) with `state` and the counts so far; returns it."""
+        done = self.done
+        shards = []
+        for i in range(len(self.plan.shards)):
+            status = done.get(i)
+            shards.append(
+                {"index": i, "status": "complete", **status}
+                if status
+                else {"index": i, "status": "pending", "records": self.plan.shard_records(i)}
+            )
+        keys = ("records", "documents", "entities", "errors", "words")
+        counts = {k: sum(s.get(k, 0) for s in done.values()) for k in keys}
+        counts["records_planned"] = self.plan.n_records
+        self.manifest.update(
+            {
+                "state": state,
+                "counts": counts,
+                "shards": shards,
+                "shards_complete": len(done),
+                "shards_total": len(shards),
+            }
+        )
+        write_json_atomic(self.manifest_path, self.manifest)
+        self._manifest_written = time.monotonic()
+        return self.manifest
+
+    def run(self) -> Dict:
+        """Annotate the pending shards with the configured engine; the final manifest."""
+        cfg = self.config
+        pending = self.pending()
+        run_info = {
+            "engine": cfg.engine,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
+            "versions": _versions(cfg.engine),
+            "shards_pending_at_start": len(pending),
+        }
+        self.manifest["runs"].append(run_info)
+        self.write_manifest("running")
+        total = sum(self.plan.shard_records(i) for i in pending)
+        start = time.perf_counter()
+        specs = {i: self.plan.shard_spec(i) for i in pending}
+        with Progress(total, cfg.progress) as bar:
+            if pending:
+                engine = run_ray if cfg.engine == "ray" else run_local
+                engine(cfg, specs, self.output, self.shard_done, bar)
+        run_info["seconds"] = round(time.perf_counter() - start, 3)
+        run_info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.done = self.scan_status()
+        manifest = self.write_manifest("complete" if not self.pending() else "incomplete")
+        c = manifest["counts"]
+        logger.info(
+            "%s: %d records (%d annotated, %d errors), %d entities, %d words; %.1f s this run",
+            self.output,
+            c["records"],
+            c["documents"],
+            c["errors"],
+            c["entities"],
+            c["words"],
+            run_info["seconds"],
+        )
+        return manifest
+
+
+def run_job(config: JobConfig, overwrite: bool = False) -> Dict:
+    """Plan, resume or start, and run a job; its final manifest. `overwrite`
+    deletes an earlier job's folder (one holding a manifest.json), once the new
+    job's inputs and model have been checked."""
+    try:
+        job = Job(config, overwrite=overwrite)
+    except InputError as err:
+        raise JobError(str(err)) from err
+    try:
+        return job.run()
+    finally:
+        job.close()
+
+
+def exit_code(manifest: Dict) -> int:
+    """The command's exit status for a job's final manifest (see cli.py)."""
+    if manifest.get("state") != "complete":
+        return 1
+    return EXIT_RECORD_ERRORS if manifest["counts"]["errors"] else EXIT_OK

@@ -1,0 +1,484 @@
+"""The `crf_ner` pipeline component: named entities from a BiLSTM-CRF.
+
+Trained with the CRF's negative log-likelihood (tokens whose gold annotation is
+missing, e.g. after re-tokenization, are marginalised over); predicts with
+constrained Viterbi decoding, so every predicted tag sequence is valid for the
+scheme (BIO or BILUO), no entity crosses a known sentence boundary, and preset
+entities (set by an earlier component) are kept and predicted around. Sets
+`doc.ents`, and so `token.ent_iob_` and `token.ent_type_`.
+
+Confidence (on by default): every entity's exact probability under the CRF
+(constrained forward-backward), written spancat-style: `doc.spans[spans_key]`
+holds every candidate entity with probability >= `candidate_threshold` (the
+predicted ones included) and `doc.spans[spans_key].attrs["scores"]` their
+probabilities; `ent._.crf_prob` reads an entity's probability. `threshold`
+leaves predicted entities below it out of `doc.ents`; `temperature` (fitted by
+scripts/calibrate.py) scales the scores before the probabilities, never the
+decoding. Scored by `spacy.ner_scorer.v1`.
+"""
+
+from functools import lru_cache
+from itertools import islice
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import numpy
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc, Span
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
+
+from .. import process
+from ..tags import (
+    MODEL_SCHEMES,
+    build_tags,
+    iob_spans,
+    strict_spans,
+)
+from . import architectures, legacy, loggers  # noqa: F401  (they register their names)
+from .doc_constraints import TagIndex, doc_constraints, relax_for_gold
+from .thinc_head import Prediction, rows_by_doc, torch_module
+from .training_targets import gold_targets, training_constraints
+
+# The shipped CPU recipe (configs/cpu_crf.cfg) without its static vectors: a new pipeline has
+# none, and spaCy's MultiHashEmbed fails to initialize without them. With vectors, set
+# include_static_vectors = true and [initialize] vectors, as configs/cpu_crf.cfg does.
+default_model_config = """
+[model]
+@architectures = "conll_crf.BiLSTMCRF.v3"
+hidden_width = 64
+depth = 1
+dropout = 0.25
+learn_rate_scale = 1.0
+skip = true
+mixed_precision = false
+
+[model.tok2vec]
+@architectures = "spacy.Tok2Vec.v2"
+
+[model.tok2vec.embed]
+@architectures = "conll_crf.HashCharEmbed.v3"
+width = 96
+attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
+rows = [5000, 1000, 2500, 2500]
+char_width = 32
+char_rows = 5000
+nM = 32
+nC = 8
+include_static_vectors = false
+word_dropout = 0.2
+
+[model.tok2vec.encode]
+@architectures = "spacy.MaxoutWindowEncoder.v2"
+width = 128
+depth = 2
+window_size = 1
+maxout_pieces = 3
+"""
+DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
+
+
+@Language.factory(
+    "crf_ner",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "scheme": "BIO",
+        "confidence": True,
+        "spans_key": "crf_ner",
+        "threshold": 0.0,
+        "candidate_threshold": 0.1,
+        "temperature": 1.0,
+        "sentence_dropout": 0.0,
+        "retain_freed_memory": False,
+        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_crf_ner(
+    nlp: Language,
+    name: str,
+    model: Model,
+    scheme: str,
+    confidence: bool,
+    spans_key: str,
+    threshold: float,
+    candidate_threshold: float,
+    temperature: float,
+    sentence_dropout: float,
+    scorer: Optional[Callable],
+    retain_freed_memory: bool = False,
+) -> "CRFEntityRecognizer":
+    """A BiLSTM-CRF entity recognizer. `scheme`: the tag scheme the CRF learns
+    and is constrained to, "BIO" (IOB2) or "BILUO". `confidence`: compute
+    entity probabilities (doc.spans[spans_key]). `threshold`: predicted
+    entities below this probability stay out of doc.ents. `candidate_threshold`:
+    the lowest probability of a span in doc.spans[spans_key]. `temperature`:
+    divides the CRF's scores before the probabilities (calibration); a
+    fitted value stored in the component's cfg takes precedence.
+    `sentence_dropout`: in training, the fraction of examples whose predicted
+    doc has no sentence boundaries that are trained without the gold's (0: the
+    gold sentence starts always constrain training, as they constrain
+    decoding of a sentence-split doc; 1: never, as an app's raw text arrives
+    unsplit). Prediction is unaffected: known boundaries always constrain it.
+    `retain_freed_memory`: have glibc keep freed blocks of up to 32 MiB (and
+    up to 1 GiB of free heap) for reuse in this process (conll_crf.process).
+    It changes process-wide state, so it is off unless asked for: the head's
+    per-batch buffers then stop arriving as fresh pages to fault in and zero,
+    faster where page faults are costly (docs/benchmarks.md), at the price of
+    a resident size that stays near its peak. No result depends on it."""
+    if retain_freed_memory:
+        process.retain_freed_memory()
+    return CRFEntityRecognizer(
+        nlp.vocab,
+        model,
+        name,
+        scheme=scheme,
+        confidence=confidence,
+        spans_key=spans_key,
+        threshold=threshold,
+        candidate_threshold=candidate_threshold,
+        temperature=temperature,
+        sentence_dropout=sentence_dropout,
+        scorer=scorer,
+    )
+
+
+def _entity_probability(span: Span) -> Optional[float]:
+    """`span._.crf_prob`: the probability a crf_ner component gave this exact
+    entity (label and boundaries), from its scored span group; None if none did."""
+    for group in span.doc.spans.values():
+        scores = group.attrs.get("scores")
+        if scores is None or group.attrs.get("source") != "crf_ner":
+            continue
+        for cand, score in zip(group, scores):
+            if cand.start == span.start and cand.end == span.end and cand.label == span.label:
+                return float(score)
+    return None
+
+
+if not Span.has_extension("crf_prob"):
+    Span.set_extension("crf_prob", getter=_entity_probability)
+
+
+class CRFEntityRecognizer(TrainablePipe):
+    """Named entities from a BiLSTM-CRF, with each entity's exact probability (see the module's doc).
+
+    vocab (Vocab): the pipeline's vocab.
+    model (Model): a `conll_crf.BiLSTMCRF` model (refs "tok2vec" and "output_layer").
+    name (str): the component's name in the pipeline.
+    scheme (str): the tag scheme the CRF learns and is constrained to: "BIO" or "BILUO".
+    confidence (bool): compute entity probabilities (doc.spans[spans_key], `ent._.crf_prob`).
+    spans_key (str): the doc.spans key of the scored spans.
+    threshold (float): predicted entities below this probability stay out of doc.ents.
+    candidate_threshold (float): the lowest probability of a span in doc.spans[spans_key].
+    temperature (float): divides the CRF's scores before the probabilities (calibration).
+    sentence_dropout (float): in training, the fraction of unsplit examples trained without
+        the gold sentence starts (see `make_crf_ner`).
+    scorer (Optional[Callable]): the scoring function (`spacy.ner_scorer.v1` by default).
+    """
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "crf_ner",
+        *,
+        scheme: str = "BIO",
+        confidence: bool = True,
+        spans_key: str = "crf_ner",
+        threshold: float = 0.0,
+        candidate_threshold: float = 0.1,
+        temperature: float = 1.0,
+        sentence_dropout: float = 0.0,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        if scheme not in MODEL_SCHEMES:
+            raise ValueError(f"[crf_ner] scheme must be one of {MODEL_SCHEMES}, not {scheme!r}")
+        if not 0.0 <= threshold <= 1.0 or not 0.0 < candidate_threshold <= 1.0:
+            raise ValueError(
+                "[crf_ner] threshold must be in [0, 1] and candidate_threshold in (0, 1], "
+                f"got {threshold}, {candidate_threshold}"
+            )
+        if not temperature > 0:
+            raise ValueError(f"[crf_ner] temperature must be > 0, got {temperature}")
+        if not 0.0 <= sentence_dropout <= 1.0:
+            raise ValueError(f"[crf_ner] sentence_dropout must be in [0, 1], got {sentence_dropout}")
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.confidence = confidence
+        self.spans_key = spans_key
+        self.threshold = threshold
+        self.candidate_threshold = candidate_threshold
+        self.sentence_dropout = sentence_dropout
+        self.cfg: Dict = {"labels": [], "scheme": scheme, "temperature": float(temperature)}
+
+    # -- labels ---------------------------------------------------------------------------
+
+    @property
+    def labels(self) -> tuple:
+        """The entity labels, sorted."""
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> List[str]:
+        """The labels, as `spacy init labels` saves them."""
+        return list(self.labels)
+
+    @property
+    def tags(self) -> List[str]:
+        """All tags in the order of the CRF's tag indices."""
+        return build_tags(self.labels, self.cfg["scheme"])
+
+    def add_label(self, label: str) -> int:
+        """Add an entity label before the model is initialized: 1 if added, 0 if known.
+        A trained model's tag set is fixed: adding to it raises ValueError."""
+        if not isinstance(label, str) or not label or ("-" in label and label.split("-")[0] in ("B", "I", "L", "U")):
+            raise ValueError(f"[crf_ner] invalid entity label {label!r}")
+        if label in self.cfg["labels"]:
+            return 0
+        if self.model.has_dim("nO") and self.model.get_dim("nO"):
+            raise ValueError(
+                f"[crf_ner] cannot add the label {label!r} to a trained model: the CRF's tag set is fixed "
+                f"(labels: {', '.join(self.labels)}). Re-initialize the component with it (its weights are "
+                f"then trained from scratch): nlp.initialize(get_examples) with examples that carry {label!r}, "
+                f"or `spacy train` with it in the data or in [initialize.components.{self.name}.labels]."
+            )
+        self.cfg["labels"] = sorted(self.cfg["labels"] + [label])
+        self.vocab.strings.add(label)
+        return 1
+
+    # -- initialize -----------------------------------------------------------------------
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Set the labels (given, or from the examples' entities) and build the model.
+
+        get_examples (Callable[[], Iterable[Example]]): the training examples (a sample sizes the model).
+        nlp (Optional[Language]): the pipeline.
+        labels (Optional[Sequence[str]]): the entity labels, e.g. from `spacy init labels`.
+        """
+        validate_get_examples(get_examples, "CRFEntityRecognizer.initialize")
+        self.cfg["labels"] = []  # initialize (re)builds the model: its label set starts afresh
+        if self.model.has_dim("nO"):
+            self.model.set_dim("nO", None, force=True)
+        if labels is not None:
+            for label in labels:
+                self.add_label(label)
+        else:
+            for example in get_examples():
+                for ent in example.reference.ents:
+                    self.add_label(ent.label_)
+        if not self.labels:
+            raise ValueError("[crf_ner] no entity labels: the training examples have no entities and none were given")
+        doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
+        self.model.attrs["tags"] = self.tags
+        self.model.attrs["scheme"] = self.cfg["scheme"]
+        self.model.initialize(X=doc_sample)
+
+    # -- constraints ----------------------------------------------------------------------
+
+    def _constraints(self, docs: Sequence[Doc]) -> Optional[List]:
+        """Per doc the allowed tags [n, K] as float32 (see doc_constraints.py), or
+        None when no doc of the batch constrains any token (no whitespace
+        token, sentence boundary or preset entity): the CRF's own constraints
+        are then all there is. Models of conll_crf.BiLSTMCRF.v1 get whitespace
+        only, as before."""
+        full = bool(self.model.attrs.get("doc_constraints", False))
+        index = _tag_index(tuple(self.tags), self.cfg["scheme"])
+        allowed = [doc_constraints(doc, index, sentences=full, presets=full) for doc in docs]
+        if all(a.all() for a in allowed):
+            return None
+        ops = self.model.ops
+        return [ops.asarray2f(a.astype("float32")) for a in allowed]
+
+    # -- predict --------------------------------------------------------------------------
+
+    def predict(self, docs: Iterable[Doc]):
+        """Tag indices per doc (Viterbi, constrained), or with confidence on a
+        layers.Prediction that also holds entity probabilities. Does not change the docs."""
+        docs = list(docs)
+        if not docs:
+            return []
+        confidence = None
+        if self.confidence:
+            confidence = (float(self.candidate_threshold), float(self.cfg.get("temperature", 1.0)))
+        return self.model.predict((docs, None, self._constraints(docs), confidence))
+
+    def emissions(self, docs: Sequence[Doc]) -> List[numpy.ndarray]:
+        """The CRF's constrained emission scores per doc, float32 [n_tokens, K]
+        (-inf where a tag is impossible), as prediction computes them; for
+        calibration and diagnostics. With `crf()`, everything the component's
+        probabilities are computed from."""
+        import torch
+
+        docs = list(docs)
+        nonempty = [d for d in docs if len(d)]
+        out = {id(d): numpy.zeros((0, len(self.tags)), dtype="float32") for d in docs}
+        if nonempty:
+            Xs = self.model.get_ref("tok2vec").predict(nonempty)
+            module = torch_module(self.model.get_ref("output_layer"))
+            was_training = module.training
+            module.eval()
+            try:
+                with torch.no_grad():
+                    constraints = self._constraints(nonempty) or [None] * len(nonempty)
+                    for doc, x, allowed in zip(nonempty, Xs, constraints):
+                        xt = (
+                            torch.as_tensor(self.model.ops.to_numpy(x))
+                            .unsqueeze(0)
+                            .to(next(module.parameters()).device)
+                        )
+                        em = module.emissions(xt, torch.tensor([len(doc)]))[0]
+                        if allowed is not None:
+                            em = em.masked_fill(
+                                ~torch.as_tensor(self.model.ops.to_numpy(allowed) > 0, device=em.device), float("-inf")
+                            )
+                        out[id(doc)] = em.float().cpu().numpy()
+            finally:
+                module.train(was_training)
+        return [out[id(d)] for d in docs]
+
+    def crf(self):
+        """The trained LinearChainCRF (a torch module)."""
+        return torch_module(self.model.get_ref("output_layer")).crf
+
+    def tag_names(self, tag_ids: List) -> List[List[str]]:
+        """Tag names per doc of `predict`'s tag indices (or its Prediction)."""
+        tags = self.tags
+        if isinstance(tag_ids, Prediction):
+            tag_ids = tag_ids.tag_ids
+        if not len(tag_ids):
+            return []
+        # one device-to-host copy for the batch (on a GPU, one per doc would sync per doc)
+        ops = self.model.ops
+        flat = ops.to_numpy(ops.xp.concatenate([ops.xp.asarray(ids).reshape(-1) for ids in tag_ids])).tolist()
+        out, start = [], 0
+        for ids in tag_ids:
+            out.append([tags[i] for i in flat[start : start + len(ids)]])
+            start += len(ids)
+        return out
+
+    def predict_tags(self, docs: Iterable[Doc]) -> List[List[str]]:
+        """The predicted tag names per doc (for diagnostics and exports)."""
+        return self.tag_names(self.predict(docs))
+
+    def set_annotations(self, docs: Iterable[Doc], predicted) -> None:
+        """Set doc.ents from `predict`'s output (preset entities kept) and, with
+        confidence on, doc.spans[spans_key] with the probabilities."""
+        docs = list(docs)
+        labels = self.labels
+        scored = isinstance(predicted, Prediction)
+        if scored:
+            to_np = self.model.ops.to_numpy
+            ents, ent_p = rows_by_doc(len(docs), to_np(predicted.entities), to_np(predicted.entity_probs))
+            cands, cand_p = rows_by_doc(len(docs), to_np(predicted.candidates), to_np(predicted.candidate_probs))
+        names = None if scored else self.tag_names(predicted)
+        for i, doc in enumerate(docs):
+            presets = list(doc.ents)
+            if scored:  # the Viterbi path's entities, as the CRF read them off the path
+                spans = [(s, e, labels[x]) for s, e, x in ents[i].tolist()]
+                prob = dict(zip(spans, ent_p[i].tolist()))
+                spans = [sp for sp in spans if prob[sp] >= self.threshold]
+            else:
+                spans = self.decode(names[i])
+            if presets:
+                taken = numpy.zeros(len(doc), dtype=bool)
+                for ent in presets:
+                    taken[ent.start : ent.end] = True
+                spans = [sp for sp in spans if not taken[sp[0] : sp[1]].any()]
+            new = [Span(doc, s, e, label=label) for s, e, label in spans]
+            doc.ents = sorted(presets + new, key=lambda sp: sp.start) if presets else new
+            if scored:
+                self._set_scored_spans(doc, presets, new, prob, cands[i], cand_p[i])
+
+    def _set_scored_spans(self, doc: Doc, presets, new, prob, cands, cand_p) -> None:
+        """doc.spans[spans_key]: every candidate >= candidate_threshold, the
+        entities in doc.ents (presets at 1.0) and the predicted ones below it included."""
+        labels = self.labels
+        scores = {(s, e, labels[x]): p for (s, e, x), p in zip(cands.tolist(), cand_p.tolist())}
+        for ent in new:
+            scores[(ent.start, ent.end, ent.label_)] = float(prob[(ent.start, ent.end, ent.label_)])
+        for ent in presets:
+            scores[(ent.start, ent.end, ent.label_)] = 1.0
+        keys = sorted(scores)
+        doc.spans[self.spans_key] = [Span(doc, s, e, label=label) for s, e, label in keys]
+        group = doc.spans[self.spans_key]
+        group.attrs["scores"] = [scores[k] for k in keys]
+        group.attrs["source"] = "crf_ner"
+
+    def decode(self, tag_names: Sequence[str]):
+        """(start, end, label) spans of a predicted tag sequence. A CRF's
+        sequences are valid by construction, and an invalid one raises."""
+        if self.cfg["scheme"] == "BIO":
+            spans, repaired = iob_spans(tag_names)
+            if repaired:
+                raise ValueError(f"[crf_ner] invalid BIO sequence predicted: {tag_names}")
+            return spans
+        return strict_spans(tag_names, "BILUO")
+
+    # -- training -------------------------------------------------------------------------
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """Learn from a batch of examples (the CRF's NLL, missing gold tags marginalised).
+
+        examples (Iterable[Example]): the batch.
+        drop (float): dropout for the tok2vec (the head has its own rate).
+        sgd (Optional[Optimizer]): the optimizer; None computes the gradients only.
+        losses (Optional[Dict[str, float]]): the losses so far, updated in place.
+        RETURNS (Dict[str, float]): the losses, with this component's added.
+        """
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "CRFEntityRecognizer.update")
+        if not any(len(eg.predicted) for eg in examples):
+            return losses  # nothing to learn from (empty docs only)
+        docs = [eg.predicted for eg in examples]
+        # built on the host; one copy each to the device
+        targets_np = gold_targets(examples, self.tags, self.cfg["scheme"])
+        targets = [self.model.ops.asarray2f(t) for t in targets_np]
+        constraints = None
+        if self.model.attrs.get("doc_constraints", False):
+            index = _tag_index(tuple(self.tags), self.cfg["scheme"])
+            trained = training_constraints(examples, index, self.sentence_dropout)
+            constraints = [
+                self.model.ops.asarray2f(relax_for_gold(c, t).astype("float32")) for c, t in zip(trained, targets_np)
+            ]
+        set_dropout_rate(self.model, drop)  # [training] dropout reaches the tok2vec's layers (the head has its own)
+        nll, backprop = self.model.begin_update((docs, targets, constraints, None))
+        loss, d_nll = self.get_loss(examples, nll)
+        backprop(d_nll)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], nll) -> tuple:
+        """Loss = sum of the per-doc NLLs; its gradient w.r.t. each NLL is 1."""
+        loss = float(nll.sum())
+        if not numpy.isfinite(loss):
+            raise ValueError("[crf_ner] the loss is not finite")
+        return loss, self.model.ops.alloc1f(len(nll)) + 1.0
+
+
+@lru_cache(maxsize=16)
+def _tag_index(tags: tuple, scheme: str) -> TagIndex:
+    """The TagIndex of a tag set (built once per tag set, not per batch)."""
+    return TagIndex(list(tags), scheme)

@@ -1,0 +1,96 @@
+"""Word dropout for hashed embeddings (Lample et al. 2016, sec. 4.3): in
+training, a random fraction of the tokens have their word identity (the
+hashed NORM) replaced by one fixed "unknown word" id, so the model learns
+what to do with words it has not memorised (most entities of a new text)
+from their spelling and context: prefix, suffix, shape and characters stay.
+
+Two kinds of node. `unknown_words` sits right after a spaCy FeatureExtractor
+and sets its word-identity columns to UNKNOWN_WORD_ID on the tokens of the
+current mask. `concatenate_with_word_dropout` is thinc's `concatenate` (the
+same layers, forward and init) that, in a training call, first draws one mask
+per doc and hands it to every `unknown_words` node below it for that call only,
+so a dropped word is unknown everywhere at once (conll_crf.HashCharEmbed reads
+NORM in its MultiHashEmbed and in its CharacterEmbed), whatever order they run
+in. Nothing is shared outside the model, so `Model.copy()` (spaCy's
+`replace_listeners` copies a tok2vec) and serialization keep it working; it
+replaces the concatenate node rather than adding one, so the model has as many
+nodes as v2's plus one per FeatureExtractor. In prediction nothing is drawn and
+nothing changes."""
+
+from typing import Callable, List, Sequence, Tuple
+
+from spacy.tokens import Doc
+from thinc.api import Model
+from thinc.layers.concatenate import forward as concatenate_forward
+from thinc.layers.concatenate import init as concatenate_init
+from thinc.types import Floats2d, Ints2d
+
+# The id that replaces a dropped word's NORM hash: any fixed 64-bit value that
+# no real string hashes to in practice (HashEmbed hashes it on to its rows).
+UNKNOWN_WORD_ID = 0x554E4B4E4F574E21  # "UNKNOWN!"
+
+
+def concatenate_with_word_dropout(
+    model: Model[List[Doc], List[Floats2d]], rate: float
+) -> Model[List[Doc], List[Floats2d]]:
+    """`model`, a thinc `concatenate` of embeddings with `unknown_words` nodes
+    inside, as one node that drops words at `rate` in training (see module doc)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"word dropout: rate must be in [0, 1), got {rate}")
+    if model._func is not concatenate_forward:
+        raise ValueError(f"word dropout: expected a thinc concatenate of embeddings, got {model.name}")
+    if not any(node._func is _unknown_forward for node in model.walk()):
+        raise ValueError("word dropout: the embedding has no unknown_words node to drop words in")
+    return Model(
+        model.name,
+        _dropout_forward,
+        init=concatenate_init,
+        dims={name: model.maybe_get_dim(name) for name in model.dim_names},
+        layers=list(model.layers),
+        attrs={"word_dropout": rate},
+    )
+
+
+def unknown_words(columns: Sequence[int]) -> Model[List[Ints2d], List[Ints2d]]:
+    """A FeatureExtractor's output with its `columns` (the word-identity
+    attributes) set to UNKNOWN_WORD_ID on the tokens of the mask that the
+    enclosing `concatenate_with_word_dropout` sets for a training call (`attrs["mask"]`: one
+    boolean array per doc, None outside such a call: nothing changes)."""
+    return Model("unknown_words", _unknown_forward, attrs={"columns": list(columns), "mask": None})
+
+
+def _dropout_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+    rate = model.attrs["word_dropout"]
+    if not is_train or rate == 0.0:
+        return concatenate_forward(model, docs, is_train)
+    xp = model.ops.xp
+    masks = [xp.random.random_sample(len(doc)) < rate for doc in docs]
+    # found by function, not name: loading weights renames nodes to the saved names
+    nodes = [node for node in model.walk() if node._func is _unknown_forward]
+    for node in nodes:
+        node.attrs["mask"] = masks
+    try:
+        return concatenate_forward(model, docs, is_train)
+    finally:
+        for node in nodes:  # back to None: no mask outlives its call (nor reaches to_bytes)
+            node.attrs["mask"] = None
+
+
+def _unknown_forward(model: Model, Xs: List[Ints2d], is_train: bool) -> Tuple[List[Ints2d], Callable]:
+    masks = model.attrs["mask"]
+    if masks is None:
+        return Xs, lambda dY: dY
+    if [len(m) for m in masks] != [len(x) for x in Xs]:
+        raise ValueError(
+            "unknown_words: the mask does not fit the batch (tokens per doc "
+            f"{[len(m) for m in masks]} against {[len(x) for x in Xs]})"
+        )
+    columns = list(model.attrs["columns"])
+    xp = model.ops.xp
+    Ys = []
+    for x, mask in zip(Xs, masks):
+        # a select, not a boolean-mask assignment: on cupy that would sync with the host per doc and column
+        y = x.copy()
+        y[:, columns] = xp.where(mask[:, None], xp.asarray(UNKNOWN_WORD_ID, dtype=y.dtype), y[:, columns])
+        Ys.append(y)
+    return Ys, lambda dY: dY

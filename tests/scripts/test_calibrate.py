@@ -1,0 +1,122 @@
+"""The calibration metrics of scripts/calibrate.py, against their definitions."""
+
+import importlib.util
+import itertools
+
+import numpy
+import pytest
+
+from .conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("calibrate_script", ROOT / "scripts" / "calibrate.py")
+calibrate = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(calibrate)
+
+
+def test_ece_by_hand():
+    conf = numpy.array([0.05, 0.05, 0.95, 0.95, 0.95, 0.5])
+    correct = numpy.array([False, True, True, True, False, True])
+    # bins: 0 -> {0.05, 0.05} acc 0.5; 14 -> {0.95 x3} acc 2/3; 7 -> {0.5} acc 1
+    want = 2 / 6 * abs(0.5 - 0.05) + 3 / 6 * abs(2 / 3 - 0.95) + 1 / 6 * abs(1 - 0.5)
+    assert calibrate.ece(conf, correct) == pytest.approx(want)
+    assert calibrate.ece(numpy.array([1.0, 1.0]), numpy.array([True, True])) == 0.0
+
+
+def test_auroc_and_average_precision_match_their_definitions():
+    rng = numpy.random.default_rng(0)
+    conf = rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], size=60)
+    correct = rng.random(60) < conf
+    pos, neg = conf[correct], conf[~correct]
+    pairs = [(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)]
+    assert calibrate.auroc(conf, correct) == pytest.approx(numpy.mean(pairs))
+    # distinct scores: AP = mean over positives of the precision at their rank
+    conf = rng.random(40)
+    correct = rng.random(40) < 0.6
+    order = numpy.argsort(-conf)
+    hits = correct[order]
+    want = numpy.mean([hits[: i + 1].mean() for i in range(len(hits)) if hits[i]])
+    assert calibrate.average_precision(conf, correct) == pytest.approx(want)
+    assert calibrate.average_precision(numpy.array([0.9, 0.1]), numpy.array([True, False])) == 1.0
+
+
+def test_ece_floor_is_the_noise_of_a_calibrated_model():
+    """Confidences 0 or 1 leave no noise (floor 0); many mid confidences give a floor that shrinks with the count."""
+    assert calibrate.ece_floor(numpy.array([0.0, 1.0, 1.0])) == 0.0
+    rng = numpy.random.default_rng(1)
+    small, large = rng.uniform(0.3, 1.0, 300), rng.uniform(0.3, 1.0, 30000)
+    f_small, f_large = calibrate.ece_floor(small, draws=50), calibrate.ece_floor(large, draws=20)
+    assert 0.0 < f_large < f_small < 0.1
+    assert f_small / f_large == pytest.approx(10, rel=0.5)  # 1/sqrt(n): 100x the entities, about a tenth the floor
+
+
+def test_temperature_scan_reports_every_grid_point():
+    class Item:  # what temperature_scan reads of a DocEntities: probs(T) and correct
+        def __init__(self, logits, correct):
+            self.logits, self.correct = numpy.asarray(logits, dtype=float), numpy.asarray(correct, dtype=bool)
+
+        def probs(self, t):
+            return 1 / (1 + numpy.exp(-self.logits / t))
+
+    items = [Item([4.0, 2.0, -1.0], [True, True, False]), Item([3.0], [False])]
+    rows = calibrate.temperature_scan(items)
+    assert [r["temperature"] for r in rows] == sorted(calibrate.SCAN_TEMPERATURES)
+    around = calibrate.temperature_scan(items, around=1.153)
+    assert [r["temperature"] for r in around] == calibrate.scan_grid(1.153)
+    conf = numpy.concatenate([i.probs(2.0) for i in items])
+    correct = numpy.array([True, True, False, False])
+    at2 = next(r for r in rows if r["temperature"] == 2.0)
+    assert at2["ece"] == pytest.approx(calibrate.ece(conf, correct))
+    assert at2["brier"] == pytest.approx(((conf - correct) ** 2).mean())
+    assert at2["mean_confidence"] == pytest.approx(conf.mean())
+    assert (
+        calibrate.temperature_scan([])[0]["mean_confidence"] != calibrate.temperature_scan([])[0]["mean_confidence"]
+    )  # NaN
+
+
+def test_scan_grid_is_fine_around_the_fitted_temperature():
+    """The fixed grid is coarse below 1.5; around the fitted temperature the scan steps by 0.01 and includes the
+    fitted value itself, so its lowest ECE is never above the ECE at the fitted temperature."""
+    grid = calibrate.scan_grid(1.153)
+    assert grid == sorted(set(grid))
+    assert set(calibrate.SCAN_TEMPERATURES) <= set(grid)
+    assert 1.153 in grid
+    assert all(round(1.15 + 0.01 * k, 2) in grid for k in range(-15, 16))
+    assert calibrate.scan_grid() == sorted(calibrate.SCAN_TEMPERATURES)
+    assert min(calibrate.scan_grid(0.05)) > 0 and min(calibrate.scan_grid(0.053)) > 0  # 0.053 - 0.05 rounds to 0.00
+
+
+def test_metrics_record_the_reliability_bins_the_ece_is_computed_from():
+    """The report keeps each bin's mean confidence, accuracy and count, and the ECE is their weighted gap."""
+    rng = numpy.random.default_rng(3)
+    conf = rng.uniform(0.0, 1.0, 500)
+    correct = rng.random(500) < conf**2
+    m = calibrate.metrics(conf, correct)
+    bins = m["reliability"]
+    assert sum(b["entities"] for b in bins) == 500
+    assert all(
+        0 <= b["bin_center"] <= 1 and abs(b["mean_confidence"] - b["bin_center"]) <= 0.5 / calibrate.N_BINS
+        for b in bins
+    )
+    assert sum(b["entities"] / 500 * abs(b["accuracy"] - b["mean_confidence"]) for b in bins) == pytest.approx(m["ece"])
+    assert calibrate.metrics(numpy.zeros(0), numpy.zeros(0, dtype=bool))["reliability"] == []
+
+
+def test_isotonic_fit_is_pool_adjacent_violators():
+    """Non-decreasing block accuracies that pool exactly the violating runs; the map interpolates between blocks."""
+    conf = numpy.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    correct = numpy.array([0, 1, 0, 0, 1, 1], dtype=bool)
+    xs, ys = calibrate.isotonic_fit(conf, correct)
+    # 0.1 -> 0; then 0.2, 0.3, 0.4 pool (1, 0, 0 -> 1/3); 0.5, 0.6 stay at 1 each, and pool since equal
+    assert ys.tolist() == pytest.approx([0.0, 1 / 3, 1.0])
+    assert xs.tolist() == pytest.approx([0.1, 0.3, 0.55])
+    assert numpy.all(numpy.diff(ys) >= 0)
+    assert calibrate.isotonic_apply((xs, ys), numpy.array([0.0, 0.2, 0.3, 0.9])).tolist() == pytest.approx(
+        [0.0, 1 / 6, 1 / 3, 1.0]
+    )
+    # on random data: the knots strictly increase and the values never decrease
+    rng = numpy.random.default_rng(5)
+    c = rng.uniform(0, 1, 400)
+    y = rng.random(400) < c
+    xs, ys = calibrate.isotonic_fit(c, y)
+    assert numpy.all(numpy.diff(ys) >= 0) and numpy.all(numpy.diff(xs) > 0)
+    assert calibrate.isotonic_apply((numpy.zeros(0), numpy.zeros(0)), c).tolist() == c.tolist()
