@@ -9,7 +9,7 @@ Scores CORPUS_DIR/test.spacy, or dev.spacy where there is no test corpus.
    sentence starts out) -> OUT_DIR/gold_tokens.json, plus
    OUT_DIR/predictions.conll (`token gold predicted`, IOB2, a blank line at
    each gold sentence break) and conlleval's score of that export (the shared
-   task's scorer, rule for rule: conll_crf.conlleval), which must agree with
+   task's scorer, rule for rule: conll_crf.conll.conlleval), which must agree with
    spaCy's ents P/R/F to 0.01 points.
 2. raw text: each article's text re-tokenized by the pipeline's own tokenizer,
    as an app sees it -> OUT_DIR/raw_text.json. This is what `spacy evaluate`

@@ -57,7 +57,7 @@ def pin_threads(threads: int) -> None:
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc refuses more on 64-bit systems
-DEFAULT_TRIM_THRESHOLD = 1 << 30  # 128 MiB was not enough: a batch frees more than that at once
+DEFAULT_TRIM_THRESHOLD = 1 << 30  # a batch frees more than 128 MiB at once
 
 
 def retained_memory_env(

@@ -203,7 +203,7 @@ def test_scores_come_from_the_spans_group_and_the_string_store_stays_flat(tmp_pa
 
 
 def test_crf_ner_pipeline_runs_under_the_annotator(tmp_path):
-    from .test_component import crf_config, train
+    from tests.pipeline.test_component import crf_config, train
 
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner", config=crf_config())
@@ -277,7 +277,7 @@ def test_loading_imports_only_the_entry_point_factories_the_pipeline_names(tmp_p
     """spaCy's Language() imports every package with a `spacy_factories` entry point;
     the Annotator imports spacy-transformers only for a pipeline that uses it."""
     pytest.importorskip("spacy_transformers")
-    from .test_component import crf_config
+    from tests.pipeline.test_component import crf_config
 
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner", config=crf_config())

@@ -11,8 +11,7 @@ from spacy.vocab import Vocab
 
 from conll_crf.conll import ConllError, docs_from_articles, read_conll_file, read_source
 from conll_crf.tags import iob_spans, strict_spans
-
-from .conftest import ROOT, SHARED_CONLL
+from tests.conftest import ROOT, SHARED_CONLL
 
 CONVERT = ROOT / "scripts" / "convert.py"
 

@@ -352,3 +352,15 @@ def test_bad_shapes_raise():
         crf.log_partition(torch.randn(1, 2, 4))
     with pytest.raises(ValueError, match="bool"):
         crf.log_partition(torch.randn(1, 2, 3), torch.ones(1, 2))
+
+
+def test_constraints_of_one_tag_and_of_none():
+    """A tag list of one tag (O) or none gives [K, K], [K] and [K] constraints, and a CRF over O alone works."""
+    allowed, start, end = transition_constraints(["O"], "BIO")
+    assert allowed.shape == (1, 1) and start.shape == (1,) and end.shape == (1,) and bool(allowed.all())
+    allowed, start, end = transition_constraints([], "BIO")
+    assert allowed.shape == (0, 0) and start.shape == (0,) and end.shape == (0,)
+    crf = LinearChainCRF.from_tags(["O"], "BIO")
+    em = torch.randn(2, 3, 1)
+    assert torch.equal(crf.viterbi(em)[1], torch.zeros(2, 3, dtype=torch.long))
+    assert torch.allclose(crf.nll(em, torch.zeros(2, 3, dtype=torch.long)), torch.zeros(2), atol=1e-6)

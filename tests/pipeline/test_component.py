@@ -112,7 +112,7 @@ def test_every_registered_name_is_an_entry_point():
     import importlib
     import re
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     cfg = configparser.ConfigParser()
     cfg.read(root / "setup.cfg")
     declared = {}
@@ -121,7 +121,7 @@ def test_every_registered_name_is_an_entry_point():
             name, target = (part.strip() for part in line.split("=", 1))
             declared[(group, name)] = target
     registered = set()
-    for path in sorted((root / "components" / "conll_crf").glob("*.py")):
+    for path in sorted((root / "components" / "conll_crf").rglob("*.py")):
         for kind, name in re.findall(r'@registry\.(\w+)\("(conll_crf\.[^"]+)"\)', path.read_text()):
             registered.add((f"spacy_{kind}", name))
     assert registered, "no registered names found"

@@ -10,8 +10,10 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 
+from conll_crf.pipeline.doc_constraints import TagIndex
 from conll_crf.pipeline.thinc_head import torch_module
-from tests.test_component import SMALL_TOK2VEC, TRAIN_DATA, crf_config, examples, train
+from conll_crf.pipeline.training_targets import training_constraints
+from tests.pipeline.test_component import SMALL_TOK2VEC, TRAIN_DATA, crf_config, examples, train
 
 TEXT = "Peter Blackburn works for the European Commission in Brussels ."
 
@@ -133,11 +135,13 @@ def test_sentence_dropout_decides_whether_gold_sentences_constrain_training(drop
     )
     nlp.initialize(lambda: [eg])
     i_tags = [k for k, tag in enumerate(crf.tags) if tag.startswith("I-")]
-    (allowed,) = crf._training_constraints([eg])
+    (allowed,) = training_constraints([eg], TagIndex(crf.tags, crf.cfg["scheme"]), crf.sentence_dropout)
     assert bool((allowed[3, i_tags] == 0).all()) is expect_constrained  # no I- at the gold sentence start
     assert (allowed[[0, 1, 2, 4]] == 1).all()
     split = Doc(nlp.vocab, words=words, sent_starts=[True, False, False, True, False])
-    (allowed,) = crf._training_constraints([Example(split, eg.reference)])
+    (allowed,) = training_constraints(
+        [Example(split, eg.reference)], TagIndex(crf.tags, crf.cfg["scheme"]), crf.sentence_dropout
+    )
     assert (allowed[3, i_tags] == 0).all()
     with pytest.raises(ValueError, match="sentence_dropout"):
         nlp.add_pipe("crf_ner", name="bad", config={"sentence_dropout": 1.5})

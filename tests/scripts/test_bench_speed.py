@@ -8,7 +8,7 @@ import sys
 import spacy
 from spacy.tokens import DocBin
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def load_script():

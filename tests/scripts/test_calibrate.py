@@ -6,7 +6,7 @@ import itertools
 import numpy
 import pytest
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("calibrate_script", ROOT / "scripts" / "calibrate.py")
 calibrate = importlib.util.module_from_spec(spec)

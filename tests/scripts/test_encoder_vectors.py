@@ -11,7 +11,7 @@ import numpy
 import pytest
 import spacy
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "encoder_vectors.py"
 

@@ -1,4 +1,4 @@
-"""The CoNLL export of predictions, conlleval's rules (conll_crf.conlleval) on
+"""The CoNLL export of predictions, conlleval's rules (conll_crf.conll.conlleval) on
 cases from conlleval's documented behaviour, and their agreement with spaCy's
 ents P/R/F; the evaluate script's other duties."""
 
@@ -11,8 +11,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from conll_crf.conll import conlleval
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
 evaluate = importlib.util.module_from_spec(spec)
@@ -101,7 +100,7 @@ def test_is_valid_per_scheme():
 
 @pytest.mark.parametrize("scheme", ["BIO", "BILUO"])
 def test_one_pass_predict_counts_invalid_for_the_components_scheme(scheme):
-    from .test_component import crf_config, train
+    from tests.pipeline.test_component import crf_config, train
 
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner", config=crf_config(scheme=scheme))
@@ -120,7 +119,7 @@ def test_evaluate_script_on_a_corpus_with_nothing_to_score(tmp_path):
 
     from spacy.tokens import DocBin
 
-    from .test_component import crf_config, train
+    from tests.pipeline.test_component import crf_config, train
 
     nlp = spacy.blank("en")
     nlp.add_pipe("crf_ner", config=crf_config(scheme="BILUO"))

@@ -37,8 +37,9 @@ def transition_constraints(tags: Sequence[str], scheme: str) -> Tuple[Tensor, Te
     RETURNS (Tuple[Tensor, Tensor, Tensor]): allowed [K, K] bool (from tag i to
         tag j), allowed_start [K] bool and allowed_end [K] bool."""
     rules = scheme_rules(tags, scheme)
-    as_bool = lambda x: torch.tensor(x, dtype=torch.bool).reshape(len(tags), -1).squeeze(1)  # noqa: E731
-    return as_bool(rules.transitions), as_bool(rules.first), as_bool(rules.last)
+    k = len(tags)
+    allowed = torch.tensor(rules.transitions, dtype=torch.bool).view(k, k)
+    return allowed, torch.tensor(rules.first, dtype=torch.bool), torch.tensor(rules.last, dtype=torch.bool)
 
 
 def entity_tags(tags: Sequence[str], scheme: str) -> EntityTags:

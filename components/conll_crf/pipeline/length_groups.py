@@ -43,8 +43,8 @@ def length_groups(
     than one doc pads beyond MAX_PADDING_FACTOR x its real tokens or
     MIN_PADDED_POSITIONS, whichever is larger, nor beyond `max_positions`
     padded positions where given (memory). A batch of similar
-    lengths stays one group; a 50,000-token doc among short ones no longer
-    pads them all to 50,000; ordinary batches of CoNLL articles (lengths
+    lengths stays one group; a 50,000-token doc among short ones does not
+    pad them all to 50,000; ordinary batches of CoNLL articles (lengths
     from 20 to 1,300 tokens) are cut into a few groups."""
     n = len(lengths)
     order = sorted(range(n), key=lambda i: -lengths[i])
