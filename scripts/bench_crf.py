@@ -1,6 +1,7 @@
 """Benchmark conll_crf's LinearChainCRF against pytorch-crf on identical inputs.
 
     python scripts/bench_crf.py [--threads 1] [--repeats 20] [--block 10] [--in-context] [--json metrics/bench_crf.json]
+        [--device cuda] [--shapes 256x128x9,256x128x17]
 
 For each (B, T, K) with ragged lengths (uniform in [1, T], one sequence of
 length T), both CRFs get the same parameters and emissions. Measured:
@@ -11,6 +12,8 @@ timeit measures), so both see the same machine load. With --in-context, a
 second table times every call of either implementation right after the same
 untimed BiLSTM forward+backward over the batch (as inside the real model; see
 `encoder_step`). Paths are compared; log-likelihoods must agree to 1e-3.
+On a GPU (--device cuda) every timed call ends with torch.cuda.synchronize(),
+so a time covers the kernels it launched.
 """
 
 import argparse
@@ -27,11 +30,12 @@ from conll_crf.crf import LinearChainCRF
 SHAPES = [(32, 40, 9), (128, 40, 9), (32, 128, 9), (256, 30, 17)]
 
 
-def best_times(fns, repeats, block, between=None):
+def best_times(fns, repeats, block, between=None, sync=lambda: None):
     """Best (minimum) time of one call of each function over `repeats` rounds.
     Within a round the functions take turns, each running `block` calls in a
     row, so both see the same machine load. With `between`, that untimed
-    function runs before every timed call of either implementation."""
+    function runs before every timed call of either implementation. `sync`
+    waits for the device (a GPU's queued kernels) before and after each call."""
     for fn in fns:
         fn()  # warm-up
     best = [float("inf")] * len(fns)
@@ -40,8 +44,10 @@ def best_times(fns, repeats, block, between=None):
             for _ in range(block):
                 if between is not None:
                     between()
+                sync()
                 t0 = time.perf_counter()
                 fn()
+                sync()
                 best[i] = min(best[i], time.perf_counter() - t0)
     return best
 
@@ -61,15 +67,15 @@ def encoder_step(B, T, width=64, seed=0):
     return run
 
 
-def bench_shape(B, T, K, repeats, block, in_context=False, seed=0):
+def bench_shape(B, T, K, repeats, block, in_context=False, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T
-    mask = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)
-    em = torch.randn(B, T, K, generator=g)
-    tags = torch.randint(0, K, (B, T), generator=g)
-    ref = TorchCRF(K, batch_first=True)
-    ours = LinearChainCRF(K)
+    mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).to(device)
+    em = torch.randn(B, T, K, generator=g).to(device)
+    tags = torch.randint(0, K, (B, T), generator=g).to(device)
+    ref = TorchCRF(K, batch_first=True).to(device)
+    ours = LinearChainCRF(K).to(device)
     with torch.no_grad():
         ours.transitions.copy_(ref.transitions)
         ours.start_transitions.copy_(ref.start_transitions)
@@ -93,12 +99,13 @@ def bench_shape(B, T, K, repeats, block, in_context=False, seed=0):
     _, paths = ours.viterbi(em, mask)
     same = all(paths[b, : len(p)].tolist() == p for b, p in enumerate(paths_ref))
     r = {"shape": [B, T, K], "max_abs_loglik_diff": ll_diff, "identical_paths": same}
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     modes = [("warm", block, None)] + ([("in_context", 1, encoder_step(B, T))] if in_context else [])
     for mode, blk, between in modes:
         rounds = repeats if mode == "warm" else repeats * 2
-        t_ours, t_ref = best_times([our_train, ref_train], rounds, blk, between)
+        t_ours, t_ref = best_times([our_train, ref_train], rounds, blk, between, sync)
         v_ours, v_ref = best_times(
-            [lambda: ours.viterbi(em, mask), lambda: ref.decode(em, mask_u8)], rounds, blk, between
+            [lambda: ours.viterbi(em, mask), lambda: ref.decode(em, mask_u8)], rounds, blk, between, sync
         )
         r[mode] = {
             "nll_fwd_bwd_seqs_per_s": {"ours": B / t_ours, "pytorch_crf": B / t_ref, "ratio": t_ref / t_ours},
@@ -118,10 +125,22 @@ def main():
         "--in-context", action="store_true", help="also time every call after a BiLSTM forward+backward"
     )
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU")
+    parser.add_argument(
+        "--shapes",
+        default=None,
+        help="B x T x K shapes, e.g. 256x128x9,256x128x17 (default: "
+        + ",".join("x".join(map(str, s)) for s in SHAPES)
+        + ")",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), CPU {platform.processor() or platform.machine()}")
-    rows = [bench_shape(B, T, K, args.repeats, args.block, args.in_context) for B, T, K in SHAPES]
+    shapes = [tuple(int(n) for n in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    where = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    )
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.device}: {where}")
+    rows = [bench_shape(B, T, K, args.repeats, args.block, args.in_context, device=args.device) for B, T, K in shapes]
     for mode in ("warm", "in_context") if args.in_context else ("warm",):
         how = (
             f"blocks of {args.block} consecutive calls"
@@ -151,6 +170,7 @@ def main():
             "repeats": args.repeats,
             "in_context": args.in_context,
             "machine": platform.machine(),
+            "device": args.device if args.device == "cpu" else f"{args.device}: {where}",
             "rows": rows,
         }
         args.json.write_text(json.dumps(meta, indent=2) + "\n")

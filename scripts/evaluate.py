@@ -1,6 +1,6 @@
 """Evaluate a pipeline on CoNLL-2003 whole articles, in two modes.
 
-    python scripts/evaluate.py MODEL CORPUS_DIR OUT_DIR [--gpu-id -1] [--batch-size 32] [--no-gold-sentences]
+    python scripts/evaluate.py MODEL CORPUS_DIR OUT_DIR [--gpu-id -1|N|auto] [--batch-size 32] [--no-gold-sentences]
 
 Scores CORPUS_DIR/test.spacy, or dev.spacy where there is no test corpus.
 1. gold tokens (the CoNLL convention): the pipeline runs on Docs built from
@@ -40,6 +40,9 @@ from spacy.training import Example
 
 from conll_crf.conll import conlleval, gold_token_docs
 from conll_crf.tags import TagError, iob_spans, strict_spans
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from main_job import gpu_id_arg  # noqa: E402
 
 
 def pick_corpus(corpus_dir: Path) -> Path:
@@ -153,7 +156,7 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("corpus_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--gpu-id", type=int, default=-1)
+    parser.add_argument("--gpu-id", type=gpu_id_arg, default=-1, help="-1: CPU; auto: GPU 0 if there is one")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--no-gold-sentences", action="store_true", help="gold-token mode without the gold sentence starts"

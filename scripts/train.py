@@ -1,6 +1,6 @@
 """Train a config with `spacy train`, filling in the project's paths.
 
-    python scripts/train.py CONFIG OUTPUT_DIR [--gpu-id -1] [--transformer NAME]
+    python scripts/train.py CONFIG OUTPUT_DIR [--gpu-id -1|N|auto] [--transformer NAME]
         [--max-steps N] [--train corpus/train.spacy] [--dev corpus/dev.spacy] [overrides ...]
 
 Sets paths.train/dev, paths.log (OUTPUT_DIR/log.jsonl) and, for configs with a
@@ -25,6 +25,9 @@ from spacy.cli._util import parse_config_overrides
 from spacy.cli.train import train
 from thinc.api import Config
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from main_job import gpu_id_arg  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path)
     parser.add_argument("output", type=Path)
-    parser.add_argument("--gpu-id", type=int, default=-1)
+    parser.add_argument("--gpu-id", type=gpu_id_arg, default=-1, help="-1: CPU; auto: GPU 0 if there is one")
     parser.add_argument("--transformer", default=None)
     parser.add_argument("--max-steps", type=int, default=0)
     parser.add_argument("--train", default="corpus/train.spacy")
