@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 DRY_RUN=0
 if [ "${1:-}" = "--dry-run" ]; then DRY_RUN=1; fi
 OUT="${OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
 WHEELS=.gpu_wheels
 WORK="$(mktemp -d)"
 STEPS="${GPU_CHECK_STEPS:-200}"

@@ -17,7 +17,7 @@ from conll_crf.crf import LinearChainCRF
 from conll_crf.crf import forward_backward as fb
 from conll_crf.crf import viterbi as viterbi_module
 from conll_crf.tags import build_tags
-from tests.pipeline.test_component import TRAIN_DATA, crf_config, ents, gold_ents, train
+from tests.pipeline.test_component import TRAIN_DATA, crf_config, ents, gold_ents, train, transformer_pipeline
 
 DEVICE = os.environ.get("CONLL_CRF_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
 pytestmark = [
@@ -178,25 +178,7 @@ def test_a_transformer_pipeline_trains_and_predicts_on_the_device(tiny_transform
     from spacy.training import Example
 
     with device_ops():
-        nlp = spacy.blank("en")
-        nlp.add_pipe(
-            "transformer",
-            config={
-                "model": {
-                    "@architectures": "spacy-transformers.TransformerModel.v3",
-                    "name": tiny_transformer,
-                    "tokenizer_config": {"use_fast": True},
-                    "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 16, "stride": 12},
-                }
-            },
-        )
-        config = crf_config()
-        config["model"]["tok2vec"] = {
-            "@architectures": "spacy-transformers.TransformerListener.v1",
-            "grad_factor": 1.0,
-            "pooling": {"@layers": "reduce_mean.v1"},
-        }
-        nlp.add_pipe("crf_ner", config=config)
+        nlp = transformer_pipeline(tiny_transformer)
         egs = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN_DATA]
         optimizer = nlp.initialize(lambda: egs)
         losses = [nlp.update(egs, sgd=optimizer)["crf_ner"] for _ in range(5)]
@@ -204,8 +186,6 @@ def test_a_transformer_pipeline_trains_and_predicts_on_the_device(tiny_transform
         data = nlp.to_bytes()
     assert all(torch.isfinite(torch.tensor(losses)))
     assert all(0.0 <= p <= 1.0 for _, _, ps in on_device for p in ps)
-    cpu = spacy.blank("en")
-    cpu.add_pipe("transformer", config={"model": nlp.config["components"]["transformer"]["model"]})
-    cpu.add_pipe("crf_ner", config=config)
+    cpu = transformer_pipeline(tiny_transformer)
     cpu.from_bytes(data)
     assert_same_predictions(on_device, predictions(cpu, TEXTS), tol=1e-4)

@@ -254,8 +254,8 @@ def test_overfitting_without_lstm():
     assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
 
 
-def test_overfitting_transformer(tiny_transformer):
-    pytest.importorskip("spacy_transformers")
+def transformer_pipeline(tiny_transformer: str):
+    """A blank English pipeline: a transformer (the local tiny one) and crf_ner listening to it."""
     nlp = spacy.blank("en")
     nlp.add_pipe(
         "transformer",
@@ -276,6 +276,12 @@ def test_overfitting_transformer(tiny_transformer):
         "upstream": "*",
     }
     nlp.add_pipe("crf_ner", config=config)
+    return nlp
+
+
+def test_overfitting_transformer(tiny_transformer):
+    pytest.importorskip("spacy_transformers")
+    nlp = transformer_pipeline(tiny_transformer)
     fix_random_seed(0)
     train_examples = examples(nlp)
     optimizer = nlp.initialize(get_examples=lambda: train_examples)
