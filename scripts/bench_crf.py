@@ -52,14 +52,14 @@ def best_times(fns, repeats, block, between=None, sync=lambda: None):
     return best
 
 
-def encoder_step(B, T, width=64, seed=0):
+def encoder_step(B, T, width=64, seed=0, device="cpu"):
     """An untimed stand-in for what runs before the CRF in the real model: a
     BiLSTM forward and backward over the same batch shape. Run before each
     timed call in the --in-context measurement, it leaves the caches, the allocator
     and the autograd engine as a network would, the same for both CRFs."""
     torch.manual_seed(seed)
-    lstm = torch.nn.LSTM(width, width // 2, bidirectional=True, batch_first=True)
-    x = torch.randn(B, T, width)
+    lstm = torch.nn.LSTM(width, width // 2, bidirectional=True, batch_first=True).to(device)
+    x = torch.randn(B, T, width).to(device)
 
     def run():
         lstm(x)[0].sum().backward()
@@ -100,7 +100,7 @@ def bench_shape(B, T, K, repeats, block, in_context=False, seed=0, device="cpu")
     same = all(paths[b, : len(p)].tolist() == p for b, p in enumerate(paths_ref))
     r = {"shape": [B, T, K], "max_abs_loglik_diff": ll_diff, "identical_paths": same}
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    modes = [("warm", block, None)] + ([("in_context", 1, encoder_step(B, T))] if in_context else [])
+    modes = [("warm", block, None)] + ([("in_context", 1, encoder_step(B, T, device=device))] if in_context else [])
     for mode, blk, between in modes:
         rounds = repeats if mode == "warm" else repeats * 2
         t_ours, t_ref = best_times([our_train, ref_train], rounds, blk, between, sync)
@@ -140,7 +140,10 @@ def main():
         torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     )
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.device}: {where}")
-    rows = [bench_shape(B, T, K, args.repeats, args.block, args.in_context, device=args.device) for B, T, K in shapes]
+    rows = []
+    for B, T, K in shapes:
+        rows.append(bench_shape(B, T, K, args.repeats, args.block, args.in_context, device=args.device))
+        write_json(args, rows, where)  # after every shape: a run cut short keeps what it measured
     for mode in ("warm", "in_context") if args.in_context else ("warm",):
         how = (
             f"blocks of {args.block} consecutive calls"
@@ -161,19 +164,24 @@ def main():
                 f"{v['ours']:>14,.0f} {v['pytorch_crf']:>12,.0f} {v['ratio']:>5.1f}x | "
                 f"{'identical' if r['identical_paths'] else 'DIFFERENT'} (|dLL| {r['max_abs_loglik_diff']:.1e})"
             )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "block": args.block,
-            "repeats": args.repeats,
-            "in_context": args.in_context,
-            "machine": platform.machine(),
-            "device": args.device if args.device == "cpu" else f"{args.device}: {where}",
-            "rows": rows,
-        }
-        args.json.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def write_json(args, rows, where) -> None:
+    """The rows measured so far, with the run's settings, to --json (if given)."""
+    if not args.json:
+        return
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "block": args.block,
+        "repeats": args.repeats,
+        "in_context": args.in_context,
+        "machine": platform.machine(),
+        "device": args.device if args.device == "cpu" else f"{args.device}: {where}",
+        "rows": rows,
+    }
+    args.json.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 if __name__ == "__main__":

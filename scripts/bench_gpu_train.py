@@ -40,7 +40,10 @@ config, out, gpu_id, overrides, dev = sys.argv[1], sys.argv[2], int(sys.argv[3])
 train(config, out, use_gpu=gpu_id, overrides=overrides)
 on_gpu = gpu_id >= 0 and torch.cuda.is_available()
 peak_train = torch.cuda.max_memory_allocated() if on_gpu else 0
+import gc
+gc.collect()  # the training loop's model and optimizer state out of the inference peak
 if on_gpu:
+    torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
 nlp = spacy.load(f"{out}/model-last")
 texts = [d.text for d in DocBin().from_disk(dev).get_docs(nlp.vocab)]
@@ -77,12 +80,16 @@ def build_encoder(conll_train: Path, folder: Path, size: str) -> Path:
     return folder
 
 
-def train_rate(log: Path) -> float:
-    """Training words/s between the first and the last evaluation of a JSONL training log."""
+def train_rate(log: Path, min_seconds: float) -> float:
+    """Training words/s between the first and the last evaluation of a JSONL training log. spaCy logs whole
+    seconds, so a short window is coarse: under `min_seconds` it raises."""
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("words") is not None and r.get("seconds") is not None]
     first, last = rows[0], rows[-1]
-    return (last["words"] - first["words"]) / max(last["seconds"] - first["seconds"], 1e-9)
+    seconds = last["seconds"] - first["seconds"]
+    if seconds < min_seconds:
+        raise ValueError(f"{log}: {seconds} s between the first and the last evaluation, under {min_seconds} s")
+    return (last["words"] - first["words"]) / max(seconds, 1)
 
 
 def main() -> int:
@@ -93,6 +100,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--size", choices=sorted(SIZES), default="base")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--min-seconds", type=float, default=10.0, help="the shortest training window to time")
     args = parser.parse_args()
     work = args.work
     encoder = build_encoder(args.conll_train, work / "encoder", args.size)
@@ -120,7 +128,7 @@ def main() -> int:
                 "paths.transformer": str(encoder),
                 "paths.log": str(out / "log.jsonl"),
                 "training.max_steps": args.steps,
-                "training.eval_frequency": max(args.steps // 3, 1),
+                "training.eval_frequency": args.steps,  # at step 0 and at the end only
                 "training.optimizer.learn_rate.total_steps": args.steps,
                 "training.optimizer.learn_rate.warmup_steps": max(args.steps // 10, 1),
                 "system.mixed_precision": amp,
@@ -148,7 +156,7 @@ def main() -> int:
             r = json.loads(result.stdout.strip().splitlines()[-1])
             r.update(
                 {
-                    "train_words_per_s": train_rate(out / "log.jsonl"),
+                    "train_words_per_s": train_rate(out / "log.jsonl", args.min_seconds),
                     "wall_seconds": time.perf_counter() - start,
                     "infer_words_per_s": r["infer_words"] / r["infer_seconds"],
                 }
@@ -160,15 +168,23 @@ def main() -> int:
                 f"{r['peak_train_bytes'] / 2**30:.2f} GiB, inference {r['peak_infer_bytes'] / 2**30:.2f} GiB",
                 flush=True,
             )
+            report(args, runs, on_gpu)
+    return 0
+
+
+def report(args, runs, on_gpu: bool) -> None:
+    """Print the ratios of the runs so far and write them all (to --json), so a stage cut short keeps its figures."""
     ratios = {}
-    for amp in [0, 1] if on_gpu else [0]:
-        crf, ner = runs[f"trf_crf_amp{amp}"], runs[f"trf_ner_amp{amp}"]
+    for amp in [0, 1]:
+        crf, ner = runs.get(f"trf_crf_amp{amp}"), runs.get(f"trf_ner_amp{amp}")
+        if crf is None or ner is None:
+            continue
         ratios[f"amp{amp}"] = {
             "train_words_per_s": crf["train_words_per_s"] / ner["train_words_per_s"],
             "infer_words_per_s": crf["infer_words_per_s"] / ner["infer_words_per_s"],
             "peak_train_memory": crf["peak_train_bytes"] / ner["peak_train_bytes"] if ner["peak_train_bytes"] else None,
         }
-        print(f"trf_crf / trf_ner, mixed precision {'on' if amp else 'off'}: {ratios[f'amp{amp}']}")
+        print(f"trf_crf / trf_ner, mixed precision {'on' if amp else 'off'}: {ratios[f'amp{amp}']}", flush=True)
     if args.json:
         import torch
 
@@ -183,7 +199,6 @@ def main() -> int:
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(meta, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

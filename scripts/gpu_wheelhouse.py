@@ -127,8 +127,10 @@ def strip_wheel(path: Path) -> int:
 
 
 def tree_bytes() -> int:
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-    return sum((ROOT / f).stat().st_size for f in files if (ROOT / f).is_file())
+    """What of the working tree travels with a device call: tracked files, and untracked ones git does not ignore."""
+    cmd = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
+    files = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    return sum((ROOT / f).stat().st_size for f in set(files) if (ROOT / f).is_file())
 
 
 def main() -> int:

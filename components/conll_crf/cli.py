@@ -18,6 +18,16 @@ from .annotate.job import EXIT_USAGE, JobConfig, JobError, exit_code, run_job
 from .annotate.shards import OUTPUT_FORMATS
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults in the help, except where they say nothing: a required option's None, a flag's
+    True or False (its help says what it does)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _non_negative_float(value: str) -> float:
     number = float(value)
     if number < 0:
@@ -36,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Annotate documents with a spaCy pipeline's entities. One output row per input record; records that "
             "cannot be annotated get an error row. Run the same command again to resume a job that stopped."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "inputs",
@@ -83,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-retain-freed-memory",
         dest="retain_freed_memory",
         action="store_false",
-        help="load every crf_ner with retain_freed_memory = false, leaving glibc's thresholds alone (by default "
-        "crf_ner has freed blocks of up to 32 MiB kept for reuse: faster where page faults are costly, "
-        "at the price of a larger resident size)",
+        help="leave glibc's thresholds alone, in every crf_ner of the pipeline too (by default the job, which "
+        "owns its processes, has glibc keep freed blocks of up to 32 MiB for reuse: faster where page faults "
+        "are costly, at the price of a larger resident size)",
     )
     p.add_argument(
         "--gpus-per-worker", type=_non_negative_float, default=0.0, help="ray: GPUs per worker (fractions allowed)"

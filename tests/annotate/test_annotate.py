@@ -138,7 +138,7 @@ def test_every_bad_record_gets_an_error_and_nothing_is_skipped(tmp_path):
     assert len(items) == 11
     errors = [(it.id, it.position, it.reason) for it in items if isinstance(it, RecordError)]
     assert errors == [
-        (None, 3, "not valid JSON: Expecting property name enclosed in double quotes at column 2"),
+        (None, 3, "not valid JSON at column 2: Expecting property name enclosed in double quotes"),
         (None, 4, "a JSON list, not an object"),
         ("x", 5, "no 'text' field"),
         ("y", 6, "'text' is int, not a string"),
@@ -335,7 +335,7 @@ def test_local_job_output_schema_manifest_and_exit_status(tmp_path, ruler_model)
             "id": None,
             "source": str(src),
             "position": 24,
-            "reason": "not valid JSON: Expecting property name enclosed in double quotes at column 2",
+            "reason": "not valid JSON at column 2: Expecting property name enclosed in double quotes",
         }
     ]
     # the same job again: nothing to do, same manifest counts; other arguments: refused

@@ -30,13 +30,17 @@ TEXTS = [text for text, _ in TRAIN_DATA] + ["", "Blackburn met Ekeus in Brussels
 
 @contextmanager
 def device_ops():
-    """thinc's ops and torch's default device on the test device for the block, the CPU after it."""
+    """thinc's ops and torch's default device on the test device for the block, the CPU after it; TF32
+    off (cuDNN's LSTM would use it by default, 1e-3 relative error, above what the comparisons allow)."""
     if DEVICE == "cuda":
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         spacy.require_gpu(0)
         try:
             yield
         finally:
             spacy.require_cpu()
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     else:
         yield
 

@@ -316,7 +316,7 @@ def _read_jsonl(file: InputFile, seg: Segment, text_field: str, id_field: str) -
                     try:
                         obj = json.loads(line)
                     except json.JSONDecodeError as err:
-                        yield RecordError(None, file.path, lineno, f"not valid JSON: {err.msg} at column {err.colno}")
+                        yield RecordError(None, file.path, lineno, f"not valid JSON at column {err.colno}: {err.msg}")
                     else:
                         if isinstance(obj, dict):
                             yield _record(obj, text_field, id_field, file.path, lineno, derived)
