@@ -358,7 +358,7 @@ def test_crf_prob_reads_a_long_document_in_n_log_n():
     an unsorted group included): every probability of a document with 20,000 candidates in well under a second."""
     import time
 
-    from conll_crf.pipeline.component import _entity_probability
+    from conll_crf.pipeline.scored_spans import entity_probability as _entity_probability
 
     nlp = spacy.blank("en")
     doc = nlp.make_doc(" ".join(["Word"] * 40000))

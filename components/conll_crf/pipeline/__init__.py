@@ -1,6 +1,6 @@
 """The spaCy integration: the `crf_ner` component and the model behind it.
 
-- component.py: the `crf_ner` factory and `CRFEntityRecognizer`;
+- component.py: the `crf_ner` factory and `CRFEntityRecognizer`; scored_spans.py: `Span._.crf_prob`;
 - architectures.py: the registered model architectures (current versions),
   legacy.py: the older versions, as shims over the same builders;
 - head.py: the BiLSTM-CRF head as a torch module; thinc_head.py: its thinc
