@@ -99,9 +99,12 @@ def test_project_all_then_clean_venv_load(tmp_path, tiny_transformer):
     assert gold["ents_f"] > 0.5
     wheels = sorted(p.name for p in (project / "packages/dist").glob("*.whl"))
     assert [w.split("-")[0] for w in wheels] == ["en_conll_crf", "spacy_conll_crf"]
-    # a second run skips the up-to-date steps
+    # a second run skips the up-to-date data steps (convert, vectors); the main job's steps choose their recipe
+    # when they run (scripts/main_job.py), so they run again and say which they chose and why
     again = run(spacy_run, project, env).stdout
-    assert again.count("Skipping") >= 3
+    assert again.count("Skipping") == 2 and "Skipping 'convert'" in again and "Skipping 'vectors'" in again
+    for step in ("train", "evaluate", "calibrate", "package"):
+        assert f"main job, {step}: cpu_crf on the CPU" in again
 
     # the in-process reference prediction
     import spacy
