@@ -254,9 +254,8 @@ def test_overfitting_without_lstm():
     assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
 
 
-def transformer_pipeline(tiny_transformer: str):
-    """A blank English pipeline: a transformer (the local tiny one) and crf_ner listening to it."""
-    nlp = spacy.blank("en")
+def add_tiny_transformer(nlp, tiny_transformer: str) -> None:
+    """A transformer component over the local tiny encoder (strided spans of 16 wordpieces)."""
     nlp.add_pipe(
         "transformer",
         config={
@@ -268,6 +267,12 @@ def transformer_pipeline(tiny_transformer: str):
             }
         },
     )
+
+
+def transformer_pipeline(tiny_transformer: str):
+    """A blank English pipeline: a transformer (the local tiny one) and crf_ner listening to it."""
+    nlp = spacy.blank("en")
+    add_tiny_transformer(nlp, tiny_transformer)
     config = crf_config()
     config["model"]["tok2vec"] = {
         "@architectures": "spacy-transformers.TransformerListener.v1",
@@ -495,17 +500,7 @@ def test_transformer_with_spelling_features(tiny_transformer, factory):
     ner alike; both branches learn, and a save/load round trip keeps the predictions."""
     pytest.importorskip("spacy_transformers")
     nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "transformer",
-        config={
-            "model": {
-                "@architectures": "spacy-transformers.TransformerModel.v3",
-                "name": tiny_transformer,
-                "tokenizer_config": {"use_fast": True},
-                "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 16, "stride": 12},
-            }
-        },
-    )
+    add_tiny_transformer(nlp, tiny_transformer)
     tok2vec = {
         "@architectures": "conll_crf.WithSpelling.v1",
         "tok2vec": {
