@@ -33,8 +33,9 @@ and AUROC barely move), to show what a map richer than one temperature reaches.
 Writes OUT_DIR/calibration.json, OUT_DIR/reliability.png (reliability
 diagram) and OUT_DIR/threshold.png (precision and recall of doc.ents as
 `threshold` moves, after the temperature). --write MODEL_OUT saves the model
-with the temperature fitted on the whole corpus in the component's cfg (so
-the packaged pipeline is calibrated).
+with the temperature fitted on the whole corpus as the component's
+`temperature` in its config (so the packaged pipeline is calibrated, and
+`nlp.config` says so).
 """
 
 import argparse
@@ -480,8 +481,8 @@ def main() -> None:
         f"{best['ece']:.4f} (T = {best['temperature']:.2f}); at the fitted T: {ece(all_conf, all_correct):.4f}"
     )
     if args.write:
-        pipe.cfg["temperature"] = float(t_all)
-        nlp.to_disk(args.write)
+        calibrated = spacy.load(args.model, config={"components": {name: {"temperature": float(t_all)}}})
+        calibrated.to_disk(args.write)
         print(f"wrote {args.write} with crf_ner temperature {t_all:.3f}")
 
 

@@ -231,22 +231,20 @@ def test_scores_in_doc_spans(nlp):
     assert len(group) >= len(doc.ents)
 
 
+def with_settings(nlp, **settings):
+    """A copy of `nlp` whose crf_ner has these settings, as a load-time config override gives them."""
+    config = nlp.config.copy()
+    config["components"]["crf_ner"].update(settings)
+    return spacy.util.load_model_from_config(config).from_bytes(nlp.to_bytes())
+
+
 def test_threshold_and_off_switch(nlp):
-    pipe = nlp.get_pipe("crf_ner")
     doc = nlp(TEXT)
     low = min(e._.crf_prob for e in doc.ents)
-    pipe.threshold = low + 1e-9
-    try:
-        strict = nlp(TEXT)
-    finally:
-        pipe.threshold = 0.0
+    strict = with_settings(nlp, threshold=low + 1e-9)(TEXT)
     assert len(strict.ents) == len(doc.ents) - sum(e._.crf_prob <= low for e in doc.ents)
     assert len(strict.spans["crf_ner"]) == len(doc.spans["crf_ner"])  # still listed as candidates
-    pipe.confidence = False
-    try:
-        off = nlp(TEXT)
-    finally:
-        pipe.confidence = True
+    off = with_settings(nlp, confidence=False)(TEXT)
     assert spans(off) == spans(doc) and "crf_ner" not in off.spans
 
 
@@ -279,13 +277,8 @@ def test_scores_do_not_depend_on_batch_and_survive_serialization(nlp):
 
 
 def test_temperature_changes_probabilities_not_decoding(nlp):
-    pipe = nlp.get_pipe("crf_ner")
     doc = nlp(TEXT)
-    pipe.cfg["temperature"] = 3.0
-    try:
-        hot = nlp(TEXT)
-    finally:
-        pipe.cfg["temperature"] = 1.0
+    hot = with_settings(nlp, temperature=3.0)(TEXT)
     assert spans(hot) == spans(doc)
     assert [e._.crf_prob for e in hot.ents] != pytest.approx([e._.crf_prob for e in doc.ents])
 

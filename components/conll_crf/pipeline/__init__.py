@@ -7,5 +7,7 @@
   wrapper and serialization;
 - doc_constraints.py: what a Doc's whitespace, sentence boundaries and preset
   entities allow each token; length_groups.py: how a batch is split by length;
-- word_dropout.py, augment.py, loggers.py: training helpers (registered).
+- word_dropout.py, augment.py, loggers.py: training helpers (registered);
+- stable_mode.py: a callback that makes other components' torch layers (a
+  transformer) predict without flipping train/eval mode, for thread pools.
 """

@@ -13,7 +13,7 @@ from spacy.attrs import LOWER, NORM, ORTH, intify_attr
 from spacy.ml.models import CharacterEmbed, MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, PyTorchShim, chain, concatenate, get_torch_default_device
+from thinc.api import Config, Model, PyTorchShim, chain, concatenate, get_torch_default_device
 from thinc.types import Floats2d
 
 from .length_groups import (
@@ -256,3 +256,41 @@ def build_with_spelling(
     model = concatenate(tok2vec, spelling)
     model.name = "with_spelling"
     return model
+
+
+# The shipped CPU recipe (configs/cpu_crf.cfg) without its static vectors: a new pipeline has
+# none, and spaCy's MultiHashEmbed fails to initialize without them. With vectors, set
+# include_static_vectors = true and [initialize] vectors, as configs/cpu_crf.cfg does.
+default_model_config = """
+[model]
+@architectures = "conll_crf.BiLSTMCRF.v3"
+hidden_width = 64
+depth = 1
+dropout = 0.25
+learn_rate_scale = 1.0
+skip = true
+mixed_precision = false
+
+[model.tok2vec]
+@architectures = "spacy.Tok2Vec.v2"
+
+[model.tok2vec.embed]
+@architectures = "conll_crf.HashCharEmbed.v3"
+width = 96
+attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
+rows = [5000, 1000, 2500, 2500]
+char_width = 32
+char_rows = 5000
+nM = 32
+nC = 8
+include_static_vectors = false
+word_dropout = 0.2
+
+[model.tok2vec.encode]
+@architectures = "spacy.MaxoutWindowEncoder.v2"
+width = 128
+depth = 2
+window_size = 1
+maxout_pieces = 3
+"""
+DEFAULT_MODEL = Config().from_str(default_model_config)["model"]

@@ -13,8 +13,16 @@ holds every candidate entity with probability >= `candidate_threshold` (the
 predicted ones included) and `doc.spans[spans_key].attrs["scores"]` their
 probabilities; `ent._.crf_prob` reads an entity's probability. `threshold`
 leaves predicted entities below it out of `doc.ents`; `temperature` (fitted by
-scripts/calibrate.py) scales the scores before the probabilities, never the
-decoding. Scored by `spacy.ner_scorer.v1`.
+scripts/calibrate.py, which saves it in the pipeline's config) scales the
+scores before the probabilities, never the decoding. Scored by
+`spacy.ner_scorer.v1`.
+
+Settings have one source, spaCy's: the pipeline's config, so `nlp.config`
+says what is in effect and a load-time override (`spacy.load(name,
+config={"components": {"crf_ner": {"threshold": 0.9}}})`) wins. The
+component's attributes of the same names read them, and writing one (or a
+setting into `cfg`, which holds only what training learns: labels and scheme)
+is an error that says how to change it.
 """
 
 from functools import lru_cache
@@ -27,7 +35,7 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Model, Optimizer, set_dropout_rate
 
 from .. import process
 from ..tags import (
@@ -41,47 +49,13 @@ from . import (  # noqa: F401  (they register their names)
     legacy,
     loggers,
     scored_spans,  # noqa: F401  (registers Span._.crf_prob)
+    stable_mode,
 )
+from .architectures import DEFAULT_MODEL
 from .doc_constraints import TagIndex, doc_constraints, relax_for_gold
+from .settings import SETTINGS, LearnedCfg, SettingError, how_to_change
 from .thinc_head import Prediction, rows_by_doc, torch_module
 from .training_targets import gold_targets, training_constraints
-
-# The shipped CPU recipe (configs/cpu_crf.cfg) without its static vectors: a new pipeline has
-# none, and spaCy's MultiHashEmbed fails to initialize without them. With vectors, set
-# include_static_vectors = true and [initialize] vectors, as configs/cpu_crf.cfg does.
-default_model_config = """
-[model]
-@architectures = "conll_crf.BiLSTMCRF.v3"
-hidden_width = 64
-depth = 1
-dropout = 0.25
-learn_rate_scale = 1.0
-skip = true
-mixed_precision = false
-
-[model.tok2vec]
-@architectures = "spacy.Tok2Vec.v2"
-
-[model.tok2vec.embed]
-@architectures = "conll_crf.HashCharEmbed.v3"
-width = 96
-attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
-rows = [5000, 1000, 2500, 2500]
-char_width = 32
-char_rows = 5000
-nM = 32
-nC = 8
-include_static_vectors = false
-word_dropout = 0.2
-
-[model.tok2vec.encode]
-@architectures = "spacy.MaxoutWindowEncoder.v2"
-width = 128
-depth = 2
-window_size = 1
-maxout_pieces = 3
-"""
-DEFAULT_MODEL = Config().from_str(default_model_config)["model"]
 
 
 @Language.factory(
@@ -120,8 +94,8 @@ def make_crf_ner(
     entity probabilities (doc.spans[spans_key]). `threshold`: predicted
     entities below this probability stay out of doc.ents. `candidate_threshold`:
     the lowest probability of a span in doc.spans[spans_key]. `temperature`:
-    divides the CRF's scores before the probabilities (calibration); a
-    fitted value stored in the component's cfg takes precedence.
+    divides the CRF's scores before the probabilities (calibration; the
+    calibrated pipeline's config holds the fitted value).
     `sentence_dropout`: in training, the fraction of examples whose predicted
     doc has no sentence boundaries that are trained without the gold's (0: the
     gold sentence starts always constrain training, as they constrain
@@ -197,12 +171,58 @@ class CRFEntityRecognizer(TrainablePipe):
         self.model = model
         self.name = name
         self.scorer = scorer
-        self.confidence = confidence
-        self.spans_key = spans_key
-        self.threshold = threshold
-        self.candidate_threshold = candidate_threshold
-        self.sentence_dropout = sentence_dropout
-        self.cfg: Dict = {"labels": [], "scheme": scheme, "temperature": float(temperature)}
+        self._settings = {
+            "scheme": scheme,
+            "confidence": bool(confidence),
+            "spans_key": spans_key,
+            "threshold": float(threshold),
+            "candidate_threshold": float(candidate_threshold),
+            "temperature": float(temperature),
+            "sentence_dropout": float(sentence_dropout),
+        }
+        self.cfg: Dict = LearnedCfg(self, {"labels": [], "scheme": scheme})
+
+    def __setattr__(self, key: str, value) -> None:
+        if key in SETTINGS and "_settings" in self.__dict__:
+            raise SettingError(how_to_change(self.name, key, value))
+        super().__setattr__(key, value)
+
+    # -- settings (read-only: the config is their one source) -----------------------------
+
+    @property
+    def scheme(self) -> str:
+        """The tag scheme the CRF learns and is constrained to (fixed once trained)."""
+        return self._settings["scheme"]
+
+    @property
+    def confidence(self) -> bool:
+        """Whether entity probabilities are computed (doc.spans[spans_key], `ent._.crf_prob`)."""
+        return self._settings["confidence"]
+
+    @property
+    def spans_key(self) -> str:
+        """The doc.spans key of the scored spans."""
+        return self._settings["spans_key"]
+
+    @property
+    def threshold(self) -> float:
+        """Predicted entities below this probability stay out of doc.ents."""
+        return self._settings["threshold"]
+
+    @property
+    def candidate_threshold(self) -> float:
+        """The lowest probability of a span in doc.spans[spans_key]."""
+        return self._settings["candidate_threshold"]
+
+    @property
+    def temperature(self) -> float:
+        """Divides the CRF's scores before the probabilities (calibration)."""
+        return self._settings["temperature"]
+
+    @property
+    def sentence_dropout(self) -> float:
+        """In training, the fraction of unsplit examples trained without the gold sentence starts."""
+        return self._settings["sentence_dropout"]
 
     # -- labels ---------------------------------------------------------------------------
 
@@ -298,7 +318,7 @@ class CRFEntityRecognizer(TrainablePipe):
             return []
         confidence = None
         if self.confidence:
-            confidence = (float(self.candidate_threshold), float(self.cfg.get("temperature", 1.0)))
+            confidence = (self.candidate_threshold, self.temperature)
         return self.model.predict((docs, None, self._constraints(docs), confidence))
 
     def emissions(self, docs: Sequence[Doc]) -> List[numpy.ndarray]:
@@ -314,25 +334,16 @@ class CRFEntityRecognizer(TrainablePipe):
         if nonempty:
             Xs = self.model.get_ref("tok2vec").predict(nonempty)
             module = torch_module(self.model.get_ref("output_layer"))
-            was_training = module.training
-            module.eval()
-            try:
-                with torch.no_grad():
-                    constraints = self._constraints(nonempty) or [None] * len(nonempty)
-                    for doc, x, allowed in zip(nonempty, Xs, constraints):
-                        xt = (
-                            torch.as_tensor(self.model.ops.to_numpy(x))
-                            .unsqueeze(0)
-                            .to(next(module.parameters()).device)
+            with torch.no_grad():
+                constraints = self._constraints(nonempty) or [None] * len(nonempty)
+                for doc, x, allowed in zip(nonempty, Xs, constraints):
+                    xt = torch.as_tensor(self.model.ops.to_numpy(x)).unsqueeze(0).to(next(module.parameters()).device)
+                    em = module.emissions(xt, torch.tensor([len(doc)]))[0]
+                    if allowed is not None:
+                        em = em.masked_fill(
+                            ~torch.as_tensor(self.model.ops.to_numpy(allowed) > 0, device=em.device), float("-inf")
                         )
-                        em = module.emissions(xt, torch.tensor([len(doc)]))[0]
-                        if allowed is not None:
-                            em = em.masked_fill(
-                                ~torch.as_tensor(self.model.ops.to_numpy(allowed) > 0, device=em.device), float("-inf")
-                            )
-                        out[id(doc)] = em.float().cpu().numpy()
-            finally:
-                module.train(was_training)
+                    out[id(doc)] = em.float().cpu().numpy()
         return [out[id(d)] for d in docs]
 
     def crf(self):

@@ -6,10 +6,12 @@ optional BiLSTM over packed sequences, and owns the `LinearChainCRF`. The thinc
 layer around it is in thinc_head.py.
 """
 
+import re
 from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence
 
 from ..crf import NEG_INF, LinearChainCRF
@@ -28,7 +30,14 @@ class BiLSTMCRFModule(nn.Module):
     skip (bool): the emission layer also reads the BiLSTM's input.
 
     Its sizes (input width, tags) are known only when the spaCy component
-    initializes: `build` sets them."""
+    initializes: `build` sets them.
+
+    Nothing it computes depends on the module's train/eval mode: dropout is
+    applied functionally from the ``train`` argument, and the BiLSTM's layers
+    are separate single-layer LSTMs (no dropout of their own) with that
+    dropout between them. A module's mode is state shared by every thread
+    that uses it: one thread's flip would switch dropout on under another
+    thread's prediction."""
 
     def __init__(self, hidden_width: int, depth: int, dropout: float, skip: bool = False) -> None:
         super().__init__()
@@ -43,17 +52,14 @@ class BiLSTMCRFModule(nn.Module):
         """Create the layers for ``n_in``-wide token vectors and ``tags`` under ``scheme``."""
         if scheme not in MODEL_SCHEMES:
             raise ValueError(f"scheme must be one of {MODEL_SCHEMES}, not {scheme!r}")
-        hidden, depth, dropout = self.cfg["hidden_width"], self.cfg["depth"], self.cfg["dropout"]
+        hidden, depth = self.cfg["hidden_width"], self.cfg["depth"]
         self.cfg.update({"n_in": int(n_in), "tags": list(tags), "scheme": scheme})
-        self.dropout = nn.Dropout(dropout)
         if depth > 0:
-            self.lstm: Optional[nn.LSTM] = nn.LSTM(
-                n_in,
-                hidden,
-                num_layers=depth,
-                bidirectional=True,
-                batch_first=True,
-                dropout=dropout if depth > 1 else 0.0,
+            # layer 1 keeps nn.LSTM's parameter names (lstm.weight_ih_l0, ...); layers 2.. are `upper`
+            # (upgrade_state_dict maps a multi-layer nn.LSTM's saved weights onto them)
+            self.lstm: Optional[nn.LSTM] = nn.LSTM(n_in, hidden, bidirectional=True, batch_first=True)
+            self.upper = nn.ModuleList(
+                nn.LSTM(2 * hidden, hidden, bidirectional=True, batch_first=True) for _ in range(depth - 1)
             )
             n_out = 2 * hidden + (n_in if self.cfg["skip"] else 0)
         else:
@@ -63,10 +69,11 @@ class BiLSTMCRFModule(nn.Module):
         self.crf = LinearChainCRF.from_tags(tags, scheme)
         self.built = True
 
-    def emissions(self, x: Tensor, lengths: Tensor) -> Tensor:
+    def emissions(self, x: Tensor, lengths: Tensor, train: bool = False) -> Tensor:
         """Emissions [B, T, K] (T: the longest length; 0 past each length) of
         token vectors ``x``: the docs' rows one after another [N, D], or right-
-        padded [B, T', D] (T' >= T). ``lengths`` [B]: CPU int64.
+        padded [B, T', D] (T' >= T). ``lengths`` [B]: CPU int64. ``train``:
+        apply dropout.
 
         The BiLSTM reads the packed sequence built straight from the rows (one
         gather) and the output layer maps the packed rows, so only the [N, K]
@@ -82,9 +89,12 @@ class BiLSTMCRFModule(nn.Module):
         src, dst, batch_sizes = _packing(lengths, first, T)
         if src.numel() == 0:
             return x.new_zeros(B, T, K)
-        h = self.dropout(x.index_select(0, src.to(x.device)))  # [N, D], time-major packed order
+        p = self.cfg["dropout"]
+        h = F.dropout(x.index_select(0, src.to(x.device)), p, train)  # [N, D], time-major packed order
         if self.lstm is not None:
-            out = self.dropout(self.lstm(PackedSequence(h, batch_sizes))[0].data)
+            out = F.dropout(self.lstm(PackedSequence(h, batch_sizes))[0].data, p, train)
+            for layer in self.upper:
+                out = F.dropout(layer(PackedSequence(out, batch_sizes))[0].data, p, train)
             h = torch.cat([out, h], 1) if self.cfg["skip"] else out
         em = self.output(h)
         return em.new_zeros(B * T, K).index_copy(0, dst.to(em.device), em).view(B, T, K)
@@ -96,6 +106,7 @@ class BiLSTMCRFModule(nn.Module):
         allowed: Optional[Tensor] = None,
         constraints: Optional[Tensor] = None,
         confidence: Optional[Tuple[float, float]] = None,
+        train: bool = False,
     ):
         """Training (``allowed`` [B, T, K] bool given): NLL [B], summing over the
         tag paths the annotation admits. Prediction: Viterbi tag indices [B, T]
@@ -103,10 +114,11 @@ class BiLSTMCRFModule(nn.Module):
         temperature) a tuple (paths, entities [N, 4], their probabilities [N],
         candidates [M, 4], their probabilities [M]); entities are (sequence,
         start, end exclusive, label index). ``constraints`` [B, T, K] bool: the
-        tags each token may take (-inf emissions elsewhere), in both modes."""
+        tags each token may take (-inf emissions elsewhere), in both modes.
+        ``train``: apply dropout (the thinc layer passes its is_train)."""
         if not self.built:
             raise ValueError("BiLSTMCRFModule used before it was built (initialize the pipeline first)")
-        em = self.emissions(x, lengths)
+        em = self.emissions(x, lengths, train)
         mask = torch.arange(em.size(1), device=em.device).unsqueeze(0) < lengths.to(em.device).unsqueeze(1)
         if constraints is not None:
             em = em.masked_fill(~constraints, NEG_INF)
@@ -125,6 +137,19 @@ class BiLSTMCRFModule(nn.Module):
         probs = self.crf.entity_probabilities(em, ents, mask, terms=terms)
         cands, cand_probs = self.crf.entity_candidates(em, mask, threshold=threshold, terms=terms)
         return paths, ents, probs, cands, cand_probs
+
+
+def upgrade_state_dict(state: dict) -> dict:
+    """A state dict saved when the BiLSTM was one multi-layer nn.LSTM
+    ("lstm.weight_ih_l1", ...), with its upper layers renamed to the single-
+    layer LSTMs of `upper` ("upper.0.weight_ih_l0", ...); other keys as they are."""
+    out = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"lstm\.(weight|bias)_(ih|hh)_l(\d+)(_reverse)?", key)
+        if m and int(m.group(3)) > 0:
+            key = f"upper.{int(m.group(3)) - 1}.{m.group(1)}_{m.group(2)}_l0{m.group(4) or ''}"
+        out[key] = value
+    return out
 
 
 def _packing(lengths: Tensor, first: Tensor, T: int) -> Tuple[Tensor, Tensor, Tensor]:

@@ -40,7 +40,7 @@ from thinc.api import (
 from thinc.types import Floats1d, Floats2d
 from thinc.util import get_torch_default_device
 
-from .head import BiLSTMCRFModule
+from .head import BiLSTMCRFModule, upgrade_state_dict
 
 # --- serialization without pickle ---------------------------------------------------------
 
@@ -66,7 +66,7 @@ def deserialize_module(module: BiLSTMCRFModule, data: bytes, device) -> BiLSTMCR
     fresh = BiLSTMCRFModule(cfg["hidden_width"], cfg["depth"], cfg["dropout"], cfg.get("skip", False))
     if json.loads(meta["built"]):
         fresh.build(cfg["n_in"], cfg["tags"], cfg["scheme"])
-        fresh.load_state_dict(st_load(data))
+        fresh.load_state_dict(upgrade_state_dict(st_load(data)))
     return fresh.to(device)
 
 
@@ -88,6 +88,8 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
         kwargs["constraints"] = xp2torch(_pad(ops, constraints)).bool()
     if confidence is not None and targets is None:
         kwargs["confidence"] = confidence
+    if is_train:
+        kwargs["train"] = True
 
     def backprop(d_inputs: ArgsKwargs) -> List[Floats2d]:
         return ops.unflatten(torch2xp(d_inputs.args[0]), ops.asarray1i(lengths))
@@ -135,8 +137,14 @@ def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
 
 
 class HeadShim(PyTorchShim):
-    """thinc's PyTorchShim, with two fixes for the head:
+    """thinc's PyTorchShim, with three fixes for the head:
 
+    * prediction leaves the module's train/eval mode alone: PyTorchShim.predict
+      puts the module in eval mode and back in train mode around every call,
+      and that mode is shared by all threads, so a thread finishing its
+      prediction switched dropout on under another's (different entities
+      under a thread pool). The module reads dropout from its ``train``
+      argument instead (head.py);
     * parameter averaging reaches the torch weights: the optimizer keeps the
       averages under (shim id, parameter name) keys, the keys `finish_update`
       uses, but PyTorchShim.use_params looks for "pytorch_{id}_{name}" keys,
@@ -164,6 +172,12 @@ class HeadShim(PyTorchShim):
                     param.data.copy_(new)
             param.grad.zero_()
         self._grad_scaler.update()
+
+    def predict(self, inputs: ArgsKwargs) -> Any:
+        """The module's output without gradients; its mode is neither read nor changed."""
+        with torch.no_grad():
+            with torch.autocast(device_type="cuda", enabled=self._mixed_precision):
+                return self._model(*inputs.args, **inputs.kwargs)
 
     @contextlib.contextmanager
     def use_params(self, params):

@@ -1,0 +1,88 @@
+"""crf_ner's settings take effect from the config, nlp.config shows them, and a write that would
+do nothing is an error: the config is their one source."""
+
+import json
+
+import pytest
+import spacy
+
+from tests.pipeline.test_component import crf_config, train
+
+TEXT = "Peter Blackburn works for the European Commission in Brussels ."
+SETTINGS = {"threshold": 0.6, "candidate_threshold": 0.3, "temperature": 1.3, "spans_key": "scored"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config())
+    train(nlp, n_iter=60)
+    path = tmp_path_factory.mktemp("settings") / "model"
+    nlp.to_disk(path)
+    return path
+
+
+def scored(doc, key="crf_ner"):
+    group = doc.spans[key]
+    return [(s.start, s.end, s.label_) for s in group], list(group.attrs["scores"])
+
+
+def test_settings_given_at_load_time_take_effect_and_nlp_config_shows_them(saved):
+    plain = spacy.load(saved)
+    loaded = spacy.load(saved, config={"components": {"crf_ner": SETTINGS}})
+    pipe = loaded.get_pipe("crf_ner")
+    for key, value in SETTINGS.items():
+        assert loaded.config["components"]["crf_ner"][key] == value
+        assert getattr(pipe, key) == value
+    hot = loaded(TEXT)
+    # the temperature reaches the probabilities, the spans key and candidate threshold the spans
+    spans, scores = scored(hot, "scored")
+    assert "crf_ner" not in hot.spans and min(scores) >= 0.3
+    reference = spacy.load(saved, config={"components": {"crf_ner": {"temperature": 1.3}}})(TEXT)
+    assert scores == [p for p in scored(reference)[1] if p >= 0.3]
+    assert scored(reference)[1] != scored(plain(TEXT))[1]
+    # the threshold leaves the reference's entities below it out of doc.ents, and only those
+    ref_prob = dict(zip(scored(reference)[0], scored(reference)[1]))
+    kept = [(e.start, e.end, e.label_) for e in reference.ents if ref_prob[(e.start, e.end, e.label_)] >= 0.6]
+    assert [(e.start, e.end, e.label_) for e in hot.ents] == kept
+    assert all(e._.crf_prob >= 0.6 for e in hot.ents)
+    # saved again, the settings stay in the config
+    again_path = saved.parent / "again"
+    loaded.to_disk(again_path)
+    cfg = spacy.util.load_config(again_path / "config.cfg")
+    assert {k: cfg["components"]["crf_ner"][k] for k in SETTINGS} == SETTINGS
+    assert scored(spacy.load(again_path)(TEXT), "scored") == (spans, scores)
+
+
+@pytest.mark.parametrize(
+    "key", ["threshold", "candidate_threshold", "temperature", "confidence", "spans_key", "sentence_dropout", "scheme"]
+)
+def test_a_setting_written_on_the_component_is_an_error_that_names_the_config(saved, key):
+    pipe = spacy.load(saved).get_pipe("crf_ner")
+    with pytest.raises(AttributeError, match=f"{key} is a setting of the pipeline's config.*spacy.load"):
+        setattr(pipe, key, getattr(pipe, key))
+    with pytest.raises(KeyError, match=f"{key} is a setting of the pipeline's config"):
+        pipe.cfg[key] = "BILUO" if key == "scheme" else getattr(pipe, key)
+    with pytest.raises(KeyError, match="cfg holds only labels, scheme"):
+        pipe.cfg["colour"] = "blue"
+
+
+def test_a_pipeline_saved_with_the_temperature_in_its_cfg_warns_and_uses_its_config(saved, tmp_path):
+    """spacy-conll-crf 0.3 kept the fitted temperature in crf_ner's cfg, where it overrode the config."""
+    old = tmp_path / "old"
+    spacy.load(saved).to_disk(old)
+    cfg_path = old / "crf_ner" / "cfg"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["temperature"] = 1.7527
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.warns(UserWarning, match=r"fitted temperature \(1.7527\).*config's temperature \(1.0\).*temperature"):
+        nlp = spacy.load(old)
+    assert nlp.get_pipe("crf_ner").temperature == 1.0 == nlp.config["components"]["crf_ner"]["temperature"]
+    assert scored(nlp(TEXT)) == scored(spacy.load(saved)(TEXT))
+    kept = spacy.load(old, config={"components": {"crf_ner": {"temperature": 1.7527}}})  # as the warning says
+    assert kept.get_pipe("crf_ner").temperature == 1.7527
+
+
+def test_the_scheme_is_fixed_by_training(saved):
+    with pytest.raises(ValueError, match="trained with scheme 'BIO', but its config says 'BILUO'"):
+        spacy.load(saved, config={"components": {"crf_ner": {"scheme": "BILUO"}}})
