@@ -4,8 +4,9 @@
 
 Exit status: 0 when every record was annotated; 3 when the job completed but
 some records could not be annotated (see DIR/errors/ and the manifest); 2 when
-the job could not start (bad arguments or inputs; nothing is written); 1 when it
-stopped before completing (run the same command again to resume).
+the job could not start (bad arguments, inputs or output folder; nothing is
+written); 1 when it stopped before completing (e.g. a full disk: run the same
+command again to resume).
 """
 
 import argparse
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .annotate.job import EXIT_USAGE, JobConfig, JobError, exit_code, run_job
+from .annotate.job import EXIT_STOPPED, EXIT_USAGE, JobConfig, JobError, JobStopped, exit_code, run_job
 from .annotate.shards import OUTPUT_FORMATS
 
 
@@ -67,12 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--id-field", default="id", help="the field / column holding the id (derived from file and line when absent)"
     )
     p.add_argument(
-        "--format", dest="output_format", choices=OUTPUT_FORMATS, default="parquet", help="output shard format"
+        "--format",
+        dest="output_format",
+        choices=OUTPUT_FORMATS,
+        default="jsonl",
+        help="output shard format (parquet needs pyarrow: the [parquet] or [ray] extra)",
     )
     p.add_argument(
         "--shard-size", type=int, default=1000, help="records per output shard (the unit of resuming and of Ray tasks)"
     )
     p.add_argument("--batch-size", type=int, default=64, help="documents per nlp.pipe batch")
+    p.add_argument(
+        "--batch-chars",
+        type=int,
+        default=150_000,
+        help="characters per batch at most, unless one document (piece) is longer: bounds memory (0: no limit)",
+    )
     p.add_argument(
         "--max-chars",
         type=int,
@@ -123,6 +134,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except JobError as err:
         print(f"conll-crf annotate: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except JobStopped as err:
+        print(f"conll-crf annotate: stopped: {err}", file=sys.stderr)
+        return EXIT_STOPPED
     return exit_code(manifest)
 
 

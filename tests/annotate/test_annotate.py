@@ -147,7 +147,12 @@ def test_every_bad_record_gets_an_error_and_nothing_is_skipped(tmp_path):
         (str(bad_text), 0, "not valid UTF-8 (byte 3)"),
     ]
     good = [(it.id, it.text) for it in items if isinstance(it, Record)]
-    assert good == [("doc-0", text_of(0)), ("doc-1", text_of(1)), ("7", ""), (f"{path}:10", "no id")]
+    assert good == [
+        ("doc-0", text_of(0)),
+        ("doc-1", text_of(1)),
+        (7, ""),
+        (f"{path}:10", "no id"),
+    ]  # an integer id stays one
 
 
 def test_parquet_without_the_text_column_is_refused_before_anything_runs(tmp_path, ruler_model):
@@ -306,7 +311,7 @@ assert "spacy_transformers" in sys.modules
 
 def test_local_job_output_schema_manifest_and_exit_status(tmp_path, ruler_model):
     src = write_jsonl(tmp_path / "in.jsonl", 23, lines=["{bad\n", json.dumps({"id": "e", "text": ""}) + "\n"])
-    manifest = run_job(job([src], ruler_model, tmp_path / "out", shard_size=10))
+    manifest = run_job(job([src], ruler_model, tmp_path / "out", shard_size=10, output_format="parquet"))
     assert exit_code(manifest) == 3 and manifest["state"] == "complete"
     n_org = len(range(0, 23, 3))  # text_of(i): 1 entity in 7 tokens when i % 3 == 0, else 2 in 8
     assert manifest["counts"] == {
@@ -316,6 +321,9 @@ def test_local_job_output_schema_manifest_and_exit_status(tmp_path, ruler_model)
         "errors": 1,
         "words": 7 * n_org + 8 * (23 - n_org),
         "records_planned": 25,
+        "blank_lines": 0,
+        "inputs_not_read": 0,
+        "duplicate_ids": 0,
     }
     assert [s["status"] for s in manifest["shards"]] == ["complete"] * 3
     assert manifest["model"]["name"] == "pipeline" and "spacy" in manifest["runs"][0]["versions"]
@@ -339,12 +347,15 @@ def test_local_job_output_schema_manifest_and_exit_status(tmp_path, ruler_model)
         }
     ]
     # the same job again: nothing to do, same manifest counts; other arguments: refused
-    again = run_job(job([src], ruler_model, tmp_path / "out", shard_size=10, engine="local"))
+    pq_job = dict(output_format="parquet")
+    again = run_job(job([src], ruler_model, tmp_path / "out", shard_size=10, engine="local", **pq_job))
     assert again["counts"] == manifest["counts"] and again["runs"][-1]["shards_pending_at_start"] == 0
-    with pytest.raises(JobError, match="other plan"):
-        run_job(job([src], ruler_model, tmp_path / "out", shard_size=5))
-    with pytest.raises(JobError, match="other arguments"):
-        run_job(job([src], ruler_model, tmp_path / "out", shard_size=10, text_field="body"))
+    with pytest.raises(JobError, match="holds another job: --shard-size is 5, the job's was 10. Give a new"):
+        run_job(job([src], ruler_model, tmp_path / "out", shard_size=5, **pq_job))
+    with pytest.raises(JobError, match="--text-field is 'body', the job's was 'text'"):
+        run_job(job([src], ruler_model, tmp_path / "out", shard_size=10, text_field="body", **pq_job))
+    with pytest.raises(JobError, match="--format is 'jsonl', the job's was 'parquet'"):
+        run_job(job([src], ruler_model, tmp_path / "out", shard_size=10))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("a user's file")
     with pytest.raises(JobError, match="not empty"):

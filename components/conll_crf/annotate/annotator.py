@@ -13,7 +13,10 @@ Documents longer than `max_chars` (default: the pipeline's `nlp.max_length`) are
 annotated in pieces of at most `max_chars` characters, cut at the last paragraph
 break, else line break, else sentence end (". "), else space before the limit
 (a hard cut only for a run without any of them); entity offsets refer to the
-whole text, and no entity spans a cut. Each `nlp.pipe` batch runs inside
+whole text, and no entity spans a cut. The pieces of all records flow through
+the same batches, and a batch holds at most `batch_size` texts and (unless one
+text alone is longer) `batch_chars` characters, so memory stays bounded by the
+batch whatever a record's size. Each `nlp.pipe` batch runs inside
 `nlp.memory_zone()`, so the string store does not grow over a long job.
 """
 
@@ -158,6 +161,22 @@ def entry_point_factories_limited_to(factories: Optional[Set[str]]) -> Iterator[
         del registry.get_all
 
 
+def batches(pieces: Sequence[Tuple[int, int, str]], size: int, chars: int) -> Iterator[Tuple[int, List]]:
+    """(index of the first piece, batch) for consecutive batches of at most `size`
+    pieces and `chars` characters (0: no limit); a piece longer than `chars` is a batch alone."""
+    start = 0
+    while start < len(pieces):
+        stop, total = start, 0
+        while stop < len(pieces) and stop - start < size:
+            n = len(pieces[stop][2])
+            if chars and stop > start and total + n > chars:
+                break
+            total += n
+            stop += 1
+        yield start, list(pieces[start:stop])
+        start = stop
+
+
 class Annotator:
     """A loaded pipeline that turns records into output rows (see the module's doc).
 
@@ -166,6 +185,7 @@ class Annotator:
     threads (int): this process's compute threads (`process.pin_threads`).
     gpu_id (int): the GPU to use (-1: CPU).
     batch_size (int): documents per `nlp.pipe` batch.
+    batch_chars (int): at most this many characters per batch, unless one text is longer (0: no limit).
     max_chars (int): longer texts are annotated in pieces (0: the pipeline's nlp.max_length).
     scores_key (str): the `doc.spans` key whose attrs["scores"] give entity probabilities.
     retain_freed_memory (bool): keep freed memory for reuse in this process
@@ -179,6 +199,7 @@ class Annotator:
         threads: int = 1,
         gpu_id: int = -1,
         batch_size: int = 64,
+        batch_chars: int = 150_000,
         max_chars: int = 0,
         scores_key: str = "crf_ner",
         retain_freed_memory: bool = True,
@@ -207,6 +228,7 @@ class Annotator:
         with entry_point_factories_limited_to(factories_of(components)):
             self.nlp = spacy.load(model, config=overrides)
         self.batch_size = batch_size
+        self.batch_chars = batch_chars
         self.max_chars = max_chars or self.nlp.max_length
         if self.max_chars > self.nlp.max_length:
             self.nlp.max_length = self.max_chars
@@ -257,8 +279,7 @@ class Annotator:
         rows = [{"id": r.id, "source": r.source, "position": r.position, "entities": []} for r in records]
         failed: Dict[int, str] = {}
         total_words = 0
-        for b in range(0, len(pieces), self.batch_size):
-            batch = pieces[b : b + self.batch_size]
+        for b, batch in batches(pieces, self.batch_size, self.batch_chars):
             try:
                 n_words = self._run(batch, rows)
             except Exception:  # noqa: BLE001 (any component's error: find the document, keep the rest)

@@ -15,8 +15,16 @@ Each shard's files are written under a temporary name and renamed, and its statu
 file comes last, so a job killed at any point and started again with the same
 arguments redoes only the shards without a status file and ends with the same
 output as an uninterrupted run. A shard redone after a crash (or by a replaced
-Ray worker) rewrites identical files. Starting a job whose inputs, model or
-output-shaping arguments differ from the folder's manifest is refused.
+Ray worker) rewrites identical files. Inputs are known by their content, so the
+same files under other paths resume the job (its rows keep the first run's
+`source` names); a job whose inputs, model or output-shaping arguments differ
+from the folder's manifest is refused with what differs. A job that cannot
+write (a full disk) stops with one line naming the path and the cause, leaves
+no temporary file behind, and resumes where it stopped.
+
+Everything in the inputs is accounted for in the manifest and the summary:
+records (annotated or error rows), blank JSONL lines, the files of input
+folders that are not read, and ids that occur more than once.
 """
 
 import json
@@ -29,21 +37,26 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .annotator import model_meta
+from .duplicates import duplicate_ids
 from .local_engine import run_local
 from .progress import Progress
 from .ray_engine import run_ray
-from .records import InputError, Plan, expand_inputs, plan_shards
-from .shards import OUTPUT_FORMATS, write_json_atomic
+from .records import InputError, Plan, find_inputs, plan_shards
+from .shards import OUTPUT_FORMATS, remove_temporary_files, write_json_atomic
 
 logger = logging.getLogger("conll_crf.annotate")
 
-MANIFEST_VERSION = 1
-EXIT_OK, EXIT_RECORD_ERRORS, EXIT_USAGE = 0, 3, 2
+MANIFEST_VERSION = 2  # 2: inputs known by content (sha256), blank lines, skipped files, duplicate ids
+EXIT_OK, EXIT_RECORD_ERRORS, EXIT_USAGE, EXIT_STOPPED = 0, 3, 2, 1
 MANIFEST_INTERVAL = 5.0  # seconds between manifest rewrites while a job runs
 
 
 class JobError(RuntimeError):
-    """A job that cannot start (bad arguments, a folder holding another job)."""
+    """A job that cannot start (bad arguments, a folder holding another job, an output it cannot write)."""
+
+
+class JobStopped(RuntimeError):
+    """A job that stopped before completing because it could not write (a full disk): resumable."""
 
 
 @dataclass
@@ -56,9 +69,10 @@ class JobConfig:
     engine: str = "local"
     text_field: str = "text"
     id_field: str = "id"
-    output_format: str = "parquet"
+    output_format: str = "jsonl"
     shard_size: int = 1000
     batch_size: int = 64
+    batch_chars: int = 150_000
     max_chars: int = 0
     scores_key: str = "crf_ner"
     code: Sequence[str] = ()
@@ -88,6 +102,7 @@ class JobConfig:
             "code": [os.path.abspath(c) for c in self.code],
             "threads": self.threads_per_worker,
             "batch_size": self.batch_size,
+            "batch_chars": self.batch_chars,
             "max_chars": self.max_chars,
             "scores_key": self.scores_key,
             "retain_freed_memory": self.retain_freed_memory,
@@ -124,13 +139,14 @@ class Job:
             raise JobError(f"--engine must be 'local' or 'ray', not {config.engine!r}")
         if config.workers < 1 or config.threads_per_worker < 1 or config.batch_size < 1:
             raise JobError("--workers, --threads-per-worker and --batch-size must be at least 1")
-        if config.max_chars < 0:
-            raise JobError("--max-chars must be 0 (the pipeline's nlp.max_length) or more")
+        if config.max_chars < 0 or config.batch_chars < 0:
+            raise JobError("--max-chars and --batch-chars must be 0 or more")
         self.config = config
         self.output = Path(config.output)
-        self.plan: Plan = plan_shards(
-            expand_inputs(config.inputs, exclude=self.output), config.shard_size, config.text_field
-        )
+        if self.output.exists() and not self.output.is_dir():
+            raise JobError(f"--output {self.output}: is a file, not a folder")
+        paths, skipped = find_inputs(config.inputs, exclude=self.output)
+        self.plan: Plan = plan_shards(paths, config.shard_size, config.text_field, skipped)
         self.meta = model_meta(config.model)
         if not self.meta:
             raise JobError(
@@ -142,7 +158,8 @@ class Job:
                 import pyarrow  # noqa: F401
             except ImportError:
                 raise JobError(
-                    "Parquet needs pyarrow: pip install 'spacy-conll-crf[ray]' (or pyarrow), or write --format jsonl"
+                    "Parquet needs pyarrow: pip install 'spacy-conll-crf[parquet]' (or pyarrow), or write "
+                    "--format jsonl (the default)"
                 ) from None
         self.manifest_path = self.output / "manifest.json"
         if (
@@ -158,7 +175,11 @@ class Job:
 
             shutil.rmtree(self.output)  # only now: the new job's inputs and model are known to be good
         self._lock = self._acquire_lock()
-        self.manifest = self._open_manifest()
+        try:
+            self.manifest = self._open_manifest()
+        except OSError as err:
+            self.close()
+            raise JobError(f"--output {self.output}: cannot write there: {_cause(err)}") from None
         self.done: Dict[int, Dict] = self.scan_status()
         self._manifest_written = 0.0
 
@@ -167,8 +188,13 @@ class Job:
         second job on the same folder is refused, not interleaved."""
         import fcntl
 
-        self.output.mkdir(parents=True, exist_ok=True)
-        handle = open(self.output / ".lock", "a+")
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.output, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
+            handle = open(self.output / ".lock", "a+")
+        except OSError as err:
+            raise JobError(f"--output {self.output}: cannot write there: {_cause(err)}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -193,27 +219,52 @@ class Job:
         identity = self._identity()
         if self.manifest_path.exists():
             old = json.loads(self.manifest_path.read_text(encoding="utf8"))
-            diff = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
+            diff = self._differences(old)
             if diff:
                 self.close()
                 raise JobError(
-                    f"{self.output} holds a job with other {' and '.join(diff)} (see its manifest.json); "
-                    "give a new --output folder, or --overwrite to start afresh"
+                    f"{self.output} holds another job: " + "; ".join(diff) + ". Give a new --output folder, or "
+                    "--overwrite to start afresh"
                 )
+            # the same files, maybe under other names: the rows keep the names the first run wrote
+            if "inputs" in old:  # (a job killed right after planning has none yet: its files' paths stand)
+                self.plan = self.plan.with_sources([f["path"] for f in old["inputs"]])
             manifest = old
         else:
             manifest = {"manifest_version": MANIFEST_VERSION, "identity": identity, "runs": [], "state": "planned"}
             write_json_atomic(self.manifest_path, manifest)  # first, so that a kill from here on can be resumed
         for sub in ("entities", "errors", "_status"):
             (self.output / sub).mkdir(parents=True, exist_ok=True)
-            for tmp in (self.output / sub).glob("*.tmp"):
-                tmp.unlink()  # a write that a killed run did not finish (we hold the lock: no other writer)
+        remove_temporary_files(self.output)  # writes a killed run did not finish (we hold the lock: no other writer)
         manifest["model"] = {
             "arg": self.config.model,
             **{k: self.meta.get(k) for k in ("lang", "name", "version", "spacy_version", "pipeline")},
         }
         manifest["inputs"] = [vars(f) for f in self.plan.files]
+        manifest["inputs_not_read"] = self.plan.skipped
         return manifest
+
+    def _differences(self, old: Dict) -> List[str]:
+        """What differs between this job and the one a manifest describes, in words."""
+        if old.get("manifest_version") != MANIFEST_VERSION:
+            return [f"it was written by another version of conll-crf annotate (manifest {old.get('manifest_version')})"]
+        before = old.get("identity", {})
+        diff = self.plan.differences(before.get("plan", {}))
+        args, old_args = self.config.output_args(), before.get("arguments", {})
+        for key in args:
+            if args[key] != old_args.get(key):
+                flag = {"output_format": "--format"}.get(key, "--" + key.replace("_", "-"))
+                diff.append(f"{flag} is {args[key]!r}, the job's was {old_args.get(key)!r}")
+        meta, old_meta = self._identity()["model_meta"], before.get("model_meta", {})
+        if meta != old_meta and "--model" not in " ".join(diff):
+            diff.append(
+                "the pipeline is {name} {version}, the job's was {old}".format(
+                    name=meta.get("name"),
+                    version=meta.get("version"),
+                    old=f"{old_meta.get('name')} {old_meta.get('version')}",
+                )
+            )
+        return diff
 
     def scan_status(self) -> Dict[int, Dict]:
         """The complete shards, read from the status files (the truth on disk)."""
@@ -249,6 +300,12 @@ class Job:
         keys = ("records", "documents", "entities", "errors", "words")
         counts = {k: sum(s.get(k, 0) for s in done.values()) for k in keys}
         counts["records_planned"] = self.plan.n_records
+        counts["blank_lines"] = self.plan.blank_lines
+        counts["inputs_not_read"] = len(self.plan.skipped)
+        if state == "complete":
+            dups = duplicate_ids(self.output, done)
+            counts["duplicate_ids"] = dups["count"]
+            self.manifest["duplicate_ids"] = dups["examples"]
         self.manifest.update(
             {
                 "state": state,
@@ -297,6 +354,23 @@ class Job:
             c["words"],
             run_info["seconds"],
         )
+        if c["blank_lines"]:
+            logger.info("%d blank lines in the JSONL inputs (not records; per file in manifest.json)", c["blank_lines"])
+        if c["inputs_not_read"]:
+            logger.warning(
+                "%d files or hidden folders in the input folders were not read (listed with the reason in "
+                "manifest.json, inputs_not_read)",
+                c["inputs_not_read"],
+            )
+        if c.get("duplicate_ids"):
+            first = manifest["duplicate_ids"][0]
+            logger.warning(
+                "%d records have an id an earlier record has (e.g. %s at %s, first at %s; manifest.json lists more)",
+                c["duplicate_ids"],
+                json.dumps(first["id"]),
+                first["again"],
+                first["first"],
+            )
         return manifest
 
 
@@ -310,12 +384,28 @@ def run_job(config: JobConfig, overwrite: bool = False) -> Dict:
         raise JobError(str(err)) from err
     try:
         return job.run()
+    except OSError as err:  # a write failed (a full disk, a folder gone): stop cleanly, resumable
+        remove_temporary_files(job.output)
+        job.done = job.scan_status()
+        try:
+            job.write_manifest("incomplete")
+        except OSError:
+            remove_temporary_files(job.output)
+        where = err.filename or job.output
+        raise JobStopped(
+            f"{where}: {_cause(err)}; {len(job.done)} of {len(job.plan.shards)} shards are complete. "
+            "Run the same command again to resume"
+        ) from err
     finally:
         job.close()
+
+
+def _cause(err: OSError) -> str:
+    return err.strerror or str(err)
 
 
 def exit_code(manifest: Dict) -> int:
     """The command's exit status for a job's final manifest (see cli.py)."""
     if manifest.get("state") != "complete":
-        return 1
+        return EXIT_STOPPED
     return EXIT_RECORD_ERRORS if manifest["counts"]["errors"] else EXIT_OK

@@ -11,17 +11,27 @@ offset for JSONL, row numbers for Parquet). The plan depends only on the input
 files and `shard_size`, so a job started again plans the same shards.
 
 Reading a shard yields one item per record: a `Record` (id, text, where it came
-from) or a `RecordError` (id where known, where, why). Blank JSONL lines are not
-records. Nothing else is skipped: a line that is not JSON, undecodable bytes, a
-missing or non-string text, a bad id each give a `RecordError`.
+from) or a `RecordError` (id where known, where, why). Blank (empty or
+whitespace-only) JSONL lines are not records; each file's count of them is in
+the plan (and so in the manifest and the job's summary). Nothing else is
+skipped: a line that is not JSON, undecodable bytes, a missing or non-string
+text, a bad id each give a `RecordError`; a file in an input folder that is
+not read (another suffix, a hidden folder) is listed with the reason. An id
+keeps its JSON type (string or integer).
+
+A file is known by its content (size and SHA-256, counted in the same pass
+that counts its records), not its name or modification time: a job resumed
+with the same file under another path, from another working directory or
+after `touch` finds the same plan.
 """
 
 import glob
+import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
@@ -38,17 +48,18 @@ class InputError(ValueError):
 class InputFile:
     """One input file of a job: what it is, how many records it holds, and how it is known on resume."""
 
-    path: str  # as found (relative paths stay relative): this is the `source` of its records
+    path: str  # as first given (relative paths stay relative): the `source` of its records
     kind: str  # "jsonl" | "parquet" | "text"
     size: int
-    mtime_ns: int
+    sha256: str
     n_records: int
+    blank_lines: int = 0  # JSONL: empty or whitespace-only lines (not records)
     resolved: str = ""  # absolute path, which workers read (a Ray worker's working directory is not ours)
 
     @property
     def identity(self) -> dict:
-        """What identifies the file in the manifest (every field but the resolved path)."""
-        return {k: v for k, v in asdict(self).items() if k != "resolved"}
+        """What identifies the file in a job: its content (not its name, path or modification time)."""
+        return {k: getattr(self, k) for k in ("kind", "size", "sha256", "n_records")}
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class Segment:
 class Record:
     """One input record to annotate: its id, text, and where it came from (file and position)."""
 
-    id: str
+    id: Union[str, int]  # as in the input (JSON string or integer), or derived from file and position
     text: str
     source: str
     position: int  # JSONL: 1-based line number; Parquet: 0-based row; text file: 0
@@ -78,7 +89,7 @@ class Record:
 class RecordError:
     """One input record that cannot be annotated: where it came from and why (an error row)."""
 
-    id: Optional[str]
+    id: Optional[Union[str, int]]
     source: str
     position: int
     reason: str
@@ -115,20 +126,40 @@ def _is_under(path: Path, folder: Optional[Path]) -> bool:
 
 
 def expand_inputs(inputs: Sequence[str], exclude: Optional[Path] = None) -> List[Path]:
+    """The input files of `find_inputs` (without the list of files not read)."""
+    return find_inputs(inputs, exclude)[0]
+
+
+def find_inputs(inputs: Sequence[str], exclude: Optional[Path] = None) -> Tuple[List[Path], List[Dict[str, str]]]:
     """Files, folders (recursive, by suffix) and glob patterns -> files, in a fixed
     order, each once; files under `exclude` (the job's output folder) are left
-    out. Raises InputError for an input that matches nothing or has an unknown type."""
+    out. Also returns what a folder holds that is not read, each as {"path",
+    "reason"} (a hidden folder as one entry). Raises InputError for an input that
+    matches nothing or has an unknown type."""
     found: List[Path] = []
+    skipped: List[Dict[str, str]] = []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            files = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.name.lower().endswith(FOLDER_SUFFIXES)
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
+            files = []
+            for root, dirs, names in os.walk(path):
+                for d in sorted(dirs):
+                    if d.startswith("."):
+                        skipped.append({"path": str(Path(root) / d), "reason": "hidden folder, not searched"})
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _is_under(Path(root) / d, exclude))
+                for name in sorted(names):
+                    file = Path(root) / name
+                    if _is_under(file, exclude):
+                        continue
+                    if name.startswith("."):
+                        skipped.append({"path": str(file), "reason": "hidden file"})
+                    elif not name.lower().endswith(FOLDER_SUFFIXES):
+                        skipped.append(
+                            {"path": str(file), "reason": f"not {', '.join('*' + x for x in FOLDER_SUFFIXES)}"}
+                        )
+                    elif file.is_file():
+                        files.append(file)
+            files.sort()
             if not files:
                 raise InputError(f"{given}: folder holds no {', '.join('*' + s for s in FOLDER_SUFFIXES)} files")
         elif path.is_file():
@@ -149,23 +180,36 @@ def expand_inputs(inputs: Sequence[str], exclude: Optional[Path] = None) -> List
         if key not in seen:
             seen.add(key)
             unique.append(path)
-    return unique
+    return unique, skipped
 
 
 def _jsonl_offsets(path: Path, every: int, first: int) -> tuple:
-    """Number of records (non-blank lines) in a JSONL file, and {record: (byte
-    offset, 1-based line)} for records first, first + every, first + 2 * every, ..."""
+    """Number of records (non-blank lines) in a JSONL file, {record: (byte offset,
+    1-based line)} for records first, first + every, first + 2 * every, ..., the
+    number of blank lines and the file's SHA-256, in one pass."""
     marks = {}
-    n = 0
+    n = blank = 0
     offset = 0
+    digest = hashlib.sha256()
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            digest.update(raw)
             if raw.strip():
                 if n >= first and (n - first) % every == 0:
                     marks[n] = (offset, lineno)
                 n += 1
+            else:
+                blank += 1
             offset += len(raw)
-    return n, marks
+    return n, marks, blank, digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _parquet_rows(path: Path, text_field: str) -> int:
@@ -191,6 +235,7 @@ class Plan:
     files: List[InputFile]
     shards: List[List[Segment]]
     shard_size: int
+    skipped: List[Dict[str, str]] = field(default_factory=list)  # what input folders hold that is not read
 
     @property
     def n_records(self) -> int:
@@ -201,9 +246,38 @@ class Plan:
         """The number of records in shard `index`."""
         return sum(seg.count for seg in self.shards[index])
 
+    @property
+    def blank_lines(self) -> int:
+        """The blank JSONL lines of all input files (not records)."""
+        return sum(f.blank_lines for f in self.files)
+
     def fingerprint(self) -> dict:
         """What the plan's shards depend on: compared when a job is resumed."""
         return {"shard_size": self.shard_size, "files": [f.identity for f in self.files]}
+
+    def with_sources(self, paths: Sequence[str]) -> "Plan":
+        """The same plan with its files' `path` (their records' `source`) set to
+        `paths`: a resumed job keeps the names its first run wrote."""
+        files = [replace(f, path=p) for f, p in zip(self.files, paths)]
+        return Plan(files, self.shards, self.shard_size, self.skipped)
+
+    def differences(self, old: dict) -> List[str]:
+        """How this plan's fingerprint differs from `old` (an earlier fingerprint), in words."""
+        out = []
+        if old.get("shard_size") != self.shard_size:
+            out.append(f"--shard-size is {self.shard_size}, the job's was {old.get('shard_size')}")
+        new_files, old_files = [f.identity for f in self.files], old.get("files", [])
+        if len(new_files) != len(old_files):
+            out.append(f"the inputs are {len(new_files)} files, the job's were {len(old_files)}")
+        for i, (f, before) in enumerate(zip(self.files, old_files)):
+            if f.identity != before:
+                what = ", ".join(
+                    f"{k} {f.identity[k]!r} (was {before.get(k)!r})"
+                    for k in ("kind", "size", "n_records", "sha256")
+                    if f.identity[k] != before.get(k)
+                )
+                out.append(f"input {i + 1} ({f.path}) differs in content: {what}")
+        return out
 
     def shard_spec(self, index: int) -> str:
         """A shard as JSON, everything a worker needs to read it."""
@@ -218,7 +292,9 @@ class Plan:
         )
 
 
-def plan_shards(paths: Sequence[Path], shard_size: int, text_field: str) -> Plan:
+def plan_shards(
+    paths: Sequence[Path], shard_size: int, text_field: str, skipped: Sequence[Dict[str, str]] = ()
+) -> Plan:
     """Count the records of every file and cut the stream into shards."""
     if shard_size < 1:
         raise InputError("--shard-size must be at least 1")
@@ -226,18 +302,19 @@ def plan_shards(paths: Sequence[Path], shard_size: int, text_field: str) -> Plan
     shards: List[List[Segment]] = []
     filled = shard_size  # records in the last shard; a full one forces a new shard
     for i, path in enumerate(paths):
-        stat = path.stat()
         kind = _kind(path)
+        blank = 0
         first = (shard_size - filled) % shard_size  # records of this file that complete the open shard
         marks = {0: (0, 1)}  # a segment that starts a file reads it from the top
         if kind == "jsonl":
-            n, found = _jsonl_offsets(path, shard_size, first)
+            n, found, blank, sha = _jsonl_offsets(path, shard_size, first)
             marks.update({k: v for k, v in found.items() if k})
         elif kind == "parquet":
-            n = _parquet_rows(path, text_field)
+            n, sha = _parquet_rows(path, text_field), _sha256(path)
         else:
-            n = 1
-        files.append(InputFile(str(path), kind, stat.st_size, stat.st_mtime_ns, n, os.path.abspath(path)))
+            n, sha = 1, _sha256(path)
+        size = path.stat().st_size
+        files.append(InputFile(str(path), kind, size, sha, n, blank, os.path.abspath(path)))
         start = 0
         while start < n:
             if filled == shard_size:
@@ -248,7 +325,7 @@ def plan_shards(paths: Sequence[Path], shard_size: int, text_field: str) -> Plan
             shards[-1].append(Segment(i, start, count, offset, line))
             filled += count
             start += count
-    return Plan(files, shards, shard_size)
+    return Plan(files, shards, shard_size, list(skipped))
 
 
 # -- reading a shard ---------------------------------------------------------------------------
@@ -258,13 +335,13 @@ def _type_name(value) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _id(value, derived: str, source: str, position: int) -> Union[str, RecordError]:
+def _id(value, derived: str, source: str, position: int) -> Union[str, int, RecordError]:
     if value is None:
         return derived
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        return value  # its JSON type kept
     return RecordError(None, source, position, f"id is {_type_name(value)}, not a string or an integer")
 
 
@@ -281,7 +358,7 @@ def _record(obj, text_field: str, id_field: str, source: str, position: int, der
     rid = _id(obj.get(id_field), derived_id, source, position)
     if isinstance(rid, RecordError):
         return rid
-    if _lone_surrogate(rid) >= 0:
+    if isinstance(rid, str) and _lone_surrogate(rid) >= 0:
         return RecordError(None, source, position, "id holds a lone surrogate (not valid Unicode)")
     if text_field not in obj:
         return RecordError(rid, source, position, f"no {text_field!r} field")
@@ -329,7 +406,7 @@ _ROW_GROUP_CACHE: dict = {}  # the last row group this process decoded: consecut
 
 
 def _row_group(file: InputFile, pf, g: int, columns: List[str]):
-    key = (file.resolved or file.path, file.mtime_ns, g, tuple(columns))
+    key = (file.resolved or file.path, file.sha256, g, tuple(columns))
     if key not in _ROW_GROUP_CACHE:
         _ROW_GROUP_CACHE.clear()
         _ROW_GROUP_CACHE[key] = pf.read_row_group(g, columns=columns)

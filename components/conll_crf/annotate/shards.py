@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional
 from .annotator import Annotator
 from .records import Record, RecordError, read_shard
 
-OUTPUT_FORMATS = ("parquet", "jsonl")
+OUTPUT_FORMATS = ("jsonl", "parquet")
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,19 +58,41 @@ def _write_atomic(path: Path, rows: List[Dict], fmt: str, kind: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows, schema=_schemas()[kind]), tmp)
+        # a Parquet column has one type: an integer id is written as its decimal string (JSONL keeps its type)
+        rows = [r if r["id"] is None or isinstance(r["id"], str) else {**r, "id": str(r["id"])} for r in rows]
+        try:
+            pq.write_table(pa.Table.from_pylist(rows, schema=_schemas()[kind]), tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     else:
-        with tmp.open("w", encoding="utf8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        try:
+            with tmp.open("w", encoding="utf8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        except BaseException:  # a full disk: no half-written file stays behind
+            tmp.unlink(missing_ok=True)
+            raise
     os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, data: Dict) -> None:
     """`data` as indented JSON to `path`, via a temporary name."""
     tmp = _tmp_name(path)
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def remove_temporary_files(output: Path) -> None:
+    """Delete the temporary files of writes that did not finish, in a job's output folder."""
+    for folder in (output, output / "entities", output / "errors", output / "_status"):
+        if folder.is_dir():
+            for tmp in folder.glob("*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 def peak_rss_mb() -> float:
