@@ -1,7 +1,10 @@
 """The `conll-crf` command line (also `python -m conll_crf`).
 
     conll-crf annotate INPUT... --model NAME_OR_PATH --output DIR [options]
+    conll-crf convert SRC OUT.spacy [options]        (conll/convert.py)
+    conll-crf init-config OUT.cfg [options]          (init_config.py)
 
+For `annotate`:
 Exit status: 0 when every record was annotated; 3 when the job completed but
 some records could not be annotated (see DIR/errors/ and the manifest); 2 when
 the job could not start (bad arguments, inputs or output folder; nothing is
@@ -40,6 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     """The `conll-crf` argument parser (its subcommands and their options)."""
     parser = argparse.ArgumentParser(prog="conll-crf", description="Tools of the spacy-conll-crf package.")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "convert",
+        help="convert CoNLL files (or a Hugging Face dataset) to a .spacy DocBin: conll-crf convert --help",
+        add_help=False,
+    )
+    init = sub.add_parser(
+        "init-config",
+        help="write a training config (the CPU or transformer recipe) for your own data",
+        description="Write a spaCy training config from the recipes this package ships, for data with any labels.",
+        formatter_class=_HelpFormatter,
+    )
+    init.add_argument("output", type=Path, help="the config file to write")
+    init.add_argument("--recipe", choices=("cpu_crf", "trf_crf"), default="cpu_crf", help="CPU or transformer")
+    init.add_argument("--lang", default="en", help="spaCy language code of the data")
+    init.add_argument("--vectors", default=None, help="a spaCy vectors folder (cpu_crf; default: no vectors)")
+    init.add_argument("--transformer", default=None, help="trf_crf: Hugging Face model name or folder")
     p = sub.add_parser(
         "annotate",
         help="annotate JSONL / Parquet / text files with a spaCy pipeline, resumably, locally or on Ray",
@@ -124,7 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run `conll-crf` with `argv` (default: the command line); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["convert"]:
+        from .conll.convert import main as convert
+
+        return convert(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "init-config":
+        return _init_config(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     opts = vars(args)
     opts.pop("command")
@@ -138,6 +164,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"conll-crf annotate: stopped: {err}", file=sys.stderr)
         return EXIT_STOPPED
     return exit_code(manifest)
+
+
+def _init_config(args) -> int:
+    from .init_config import init_config, write_config
+
+    try:
+        config = init_config(args.recipe, args.lang, args.vectors, args.transformer)
+    except ValueError as err:
+        print(f"conll-crf init-config: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    write_config(args.output, config, args.recipe)
+    print(
+        f"wrote {args.output} ({args.recipe}, lang {args.lang}, "
+        f"{'vectors ' + args.vectors if args.vectors else 'no static vectors'}). Train with:\n"
+        f"  python -m spacy train {args.output} --paths.train train.spacy --paths.dev dev.spacy --output model"
+    )
+    return 0
 
 
 if __name__ == "__main__":

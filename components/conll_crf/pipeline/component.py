@@ -275,6 +275,12 @@ class CRFEntityRecognizer(TrainablePipe):
         labels (Optional[Sequence[str]]): the entity labels, e.g. from `spacy init labels`.
         """
         validate_get_examples(get_examples, "CRFEntityRecognizer.initialize")
+        if labels is None and next(iter(get_examples()), None) is None:
+            raise ValueError(
+                "[crf_ner] no training examples: the training corpus is empty. spaCy's Corpus reads .spacy files "
+                "(DocBin) and nothing else: convert CoNLL files with `conll-crf convert FILE OUT.spacy` and give "
+                "the .spacy file (or a folder of them) as --paths.train"
+            )
         self.cfg["labels"] = []  # initialize (re)builds the model: its label set starts afresh
         if self.model.has_dim("nO"):
             self.model.set_dim("nO", None, force=True)

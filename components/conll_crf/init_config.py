@@ -1,0 +1,62 @@
+"""`conll-crf init-config`: a training config for your own data, from the recipes the package ships.
+
+The recipes are the project's configs (conll_crf/configs/*.cfg: `cpu_crf`, the
+CPU pipeline; `trf_crf`, the transformer one), so a user with only the wheel
+trains what the project trains:
+
+    conll-crf init-config config.cfg [--recipe cpu_crf|trf_crf] [--lang en] [--vectors PATH]
+        [--transformer roberta-base]
+    conll-crf convert train.conll train.spacy
+    conll-crf convert dev.conll dev.spacy
+    python -m spacy train config.cfg --paths.train train.spacy --paths.dev dev.spacy --output model
+
+Labels come from the training data (any labels; the tag scheme of the files is
+detected by `convert`). Static vectors are optional: without --vectors the CPU
+recipe trains without them (the project's default vectors are an encoder's
+input embeddings, built by its `vectors` step); with --vectors, a folder of
+spaCy vectors (`spacy init vectors`).
+"""
+
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from thinc.api import Config
+
+RECIPES = ("cpu_crf", "trf_crf")
+
+
+def recipe_text(recipe: str) -> str:
+    """The text of a shipped recipe (conll_crf/configs/RECIPE.cfg)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, not {recipe!r}")
+    return resources.files("conll_crf").joinpath("configs", f"{recipe}.cfg").read_text(encoding="utf8")
+
+
+def init_config(
+    recipe: str = "cpu_crf", lang: str = "en", vectors: Optional[str] = None, transformer: Optional[str] = None
+) -> Config:
+    """The recipe's config for `lang`, with `vectors` (a spaCy vectors folder) or none, and for
+    trf_crf `transformer` (a Hugging Face name or folder; the recipe's default if None)."""
+    config = Config().from_str(recipe_text(recipe), interpolate=False)
+    config["nlp"]["lang"] = lang
+    config["paths"]["vectors"] = vectors
+    embed = config["components"]["crf_ner"]["model"]["tok2vec"].get("embed")
+    if embed is not None and "include_static_vectors" in embed:
+        embed["include_static_vectors"] = vectors is not None
+    if transformer is not None:
+        if "transformer" not in config["paths"]:
+            raise ValueError(f"--transformer applies to the trf_crf recipe, not {recipe}")
+        config["paths"]["transformer"] = transformer
+    return config
+
+
+def write_config(path: Path, config: Config, recipe: str) -> None:
+    """Write `config` to `path` with a header saying where it came from and how to train with it."""
+    header = (
+        f"# conll-crf init-config: the {recipe} recipe of spacy-conll-crf. Train with\n"
+        "#   python -m spacy train THIS.cfg --paths.train train.spacy --paths.dev dev.spacy --output model\n"
+        "# (conll-crf convert FILE OUT.spacy turns CoNLL files into .spacy files)\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + config.to_str(), encoding="utf8")
