@@ -148,6 +148,8 @@ def run_one(run: str, args, corpus: Path, work: Path) -> Dict:
             str(work / run),
             "--overwrite",
             "--no-progress",
+            "--format",
+            "parquet",  # as the pipeN baseline writes (and as the stored figures were measured)
             "--shard-size",
             str(args.shard_size),
             "--batch-size",
