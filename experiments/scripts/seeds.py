@@ -75,6 +75,16 @@ def train(args, extra: List[str]) -> None:
 def evaluate(args) -> None:
     # finished runs only: train.py writes train_meta.json at the end (model-best exists from the first evaluation on)
     for run in sorted(p for p in args.runs.iterdir() if RUN.match(p.name) and (p / "train_meta.json").exists()):
+        if not (run / "eval" / "unseen.json").exists():  # F on names seen / never seen in training
+            cmd = [sys.executable, str(ROOT / "scripts/unseen_entities.py"), str(run / "model-best")]
+            cmd += [
+                str(args.corpus / "train.spacy"),
+                str(args.corpus / "dev.spacy"),
+                "--json",
+                str(run / "eval/unseen.json"),
+            ]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
         if (run / "eval" / "raw_text_sentencizer.json").exists():
             continue
         cmd = [
@@ -97,6 +107,7 @@ def run_scores(run: Path) -> Dict[str, float]:
     gold = json.loads((run / "eval/gold_tokens.json").read_text())
     raw = json.loads((run / "eval/raw_text.json").read_text())
     sent = run / "eval/raw_text_sentencizer.json"
+    unseen = run / "eval/unseen.json"
     meta = json.loads((run / "train_meta.json").read_text())
     return {
         "dev_f_best": 100 * best["score"],
@@ -105,6 +116,7 @@ def run_scores(run: Path) -> Dict[str, float]:
         "conlleval_f": 100 * gold["conlleval"]["ents_f"],
         "raw_f": 100 * (raw["ents_f"] or 0.0),
         "raw_sent_f": 100 * (json.loads(sent.read_text())["ents_f"] or 0.0) if sent.exists() else float("nan"),
+        "unseen_f": json.loads(unseen.read_text())["scores"]["unseen"]["f"] if unseen.exists() else float("nan"),
         "invalid": sum(gold["invalid_tag_sequences"].values()),
         "crossing": gold.get("entities_across_sentence_starts", 0),
         "train_minutes": meta["wall_seconds"] / 60,
@@ -117,12 +129,16 @@ METRICS = [
     ("conlleval_f", "conlleval F"),
     ("raw_f", "raw text F"),
     ("raw_sent_f", "raw text + sentencizer F"),
+    ("unseen_f", "unseen-entity F (gold tokens)"),
     ("train_minutes", "training minutes"),
 ]
-LEADS = ("dev_f_best", "gold_f", "raw_f", "raw_sent_f")
+LEADS = ("dev_f_best", "gold_f", "raw_f", "raw_sent_f", "unseen_f")
 
 
 def mean_sd(values: List[float]) -> Dict[str, float]:
+    values = [v for v in values if v == v]  # a score a run does not have (NaN) is left out
+    if not values:
+        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
     return {
         "mean": statistics.mean(values),
         "sd": statistics.stdev(values) if len(values) > 1 else 0.0,

@@ -46,8 +46,10 @@ from ..tags import (
 )
 from . import (  # noqa: F401  (they register their names)
     architectures,
+    document_context,
     legacy,
     loggers,
+    mention_replacement,
     scored_spans,  # noqa: F401  (registers Span._.crf_prob)
     stable_mode,
 )
