@@ -1,0 +1,129 @@
+"""Calibration under shift: does a temperature fitted on names seen in training hold on names never seen?
+
+    python scripts/calibration_shift.py MODEL TRAIN.spacy DEV.spacy [--json PATH] [--seed 0]
+
+Later news has more names the model never saw in training (about half its
+entities, against a third of dev's), and a temperature fitted on dev does not
+travel there. This builds that shift inside dev: a predicted entity is *seen*
+when its text occurs as an entity in TRAIN, else *unseen*
+(scripts/unseen_entities.py's split), and measures the ECE (calibrate.py's,
+10 bins) of several procedures, each fitted on one part and scored on another:
+
+- `t1`: no temperature;
+- `one_T_fit_on_seen`: one temperature fitted on the seen entities, scored on
+  the unseen (the shift: calibrated where the model is at home, used where it is not);
+- `one_T_fit_on_unseen`: the reverse;
+- `one_T_cross_fitted`: one temperature fitted on half of dev's articles (all
+  entities), scored on the other half, both ways (what `calibrate` reports),
+  split by seen/unseen;
+- `seen_unseen_T_cross_fitted`: a temperature for seen and one for unseen
+  entities (an entity's part is known at prediction time from the training
+  names), fitted on half the articles, scored on the other half, both ways.
+
+Temperatures are chosen on a grid (0.5 to 4, 57 values, log-spaced) by the log
+loss of the fitting part. Input: gold tokens with the gold sentence starts,
+whole articles, as `calibrate`.
+"""
+
+import argparse
+import json
+import random
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict
+
+import numpy
+import spacy
+from spacy.tokens import DocBin
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from calibrate import DocEntities, correctness, ece  # noqa: E402  (a sibling script)
+
+from conll_crf.conll import gold_token_docs  # noqa: E402
+
+GRID = numpy.exp(numpy.linspace(numpy.log(0.5), numpy.log(4.0), 57))
+
+
+def log_loss(conf: numpy.ndarray, correct: numpy.ndarray) -> float:
+    conf = numpy.clip(conf, 1e-12, 1 - 1e-12)
+    return float(-(correct * numpy.log(conf) + (~correct) * numpy.log(1 - conf)).mean())
+
+
+def fit(probs: numpy.ndarray, correct: numpy.ndarray, mask: numpy.ndarray) -> int:
+    """The grid index with the lowest log loss over the entities in `mask`."""
+    return int(numpy.argmin([log_loss(p[mask], correct[mask]) for p in probs]))
+
+
+def summary(conf: numpy.ndarray, correct: numpy.ndarray) -> Dict[str, float]:
+    return {
+        "ece": round(ece(conf, correct), 4),
+        "mean_probability": round(float(conf.mean()), 4) if len(conf) else None,
+        "accuracy": round(float(correct.mean()), 4) if len(conf) else None,
+        "entities": int(len(conf)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("train", type=Path)
+    parser.add_argument("dev", type=Path)
+    parser.add_argument("--name", default="crf_ner")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    nlp = spacy.load(args.model)
+    pipe = nlp.get_pipe(args.name)
+    names = {e.text for d in DocBin().from_disk(args.train).get_docs(nlp.vocab) for e in d.ents}
+    refs = list(DocBin().from_disk(args.dev).get_docs(nlp.vocab))
+    docs = gold_token_docs(nlp.vocab, refs)
+    items = [DocEntities(pipe, d, g, em) for d, g, em in zip(docs, refs, pipe.emissions(docs))]
+    correct = correctness(items)
+    seen = numpy.array([d[s:e].text in names for d, it in zip(docs, items) for s, e, _ in it.keys], dtype=bool)
+    article = numpy.array([i for i, it in enumerate(items) for _ in it.keys])
+    print(f"{len(correct)} predicted entities: {int(seen.sum())} seen, {int((~seen).sum())} unseen", flush=True)
+    probs = numpy.stack([numpy.concatenate([it.probs(float(t)) for it in items]) for t in GRID])  # [grid, N]
+    order = list(range(len(items)))
+    random.Random(args.seed).shuffle(order)
+    half = numpy.isin(article, order[: len(order) // 2])
+    unseen = ~seen
+    report: Dict = {
+        "model": args.model,
+        "dev": str(args.dev),
+        "split": f"articles shuffled with seed {args.seed} into halves for cross-fitting",
+        "counts": {"predicted": int(len(correct)), "seen": int(seen.sum()), "unseen": int(unseen.sum())},
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
+    t1 = int(numpy.argmin(abs(GRID - 1.0)))
+    report["t1"] = {k: summary(probs[t1][m], correct[m]) for k, m in (("seen", seen), ("unseen", unseen))}
+    i = fit(probs, correct, seen)
+    report["one_T_fit_on_seen"] = {"T": round(float(GRID[i]), 3), "unseen": summary(probs[i][unseen], correct[unseen])}
+    i = fit(probs, correct, unseen)
+    report["one_T_fit_on_unseen"] = {"T": round(float(GRID[i]), 3), "seen": summary(probs[i][seen], correct[seen])}
+    for name, parts in (("one_T_cross_fitted", [None]), ("seen_unseen_T_cross_fitted", [seen, unseen])):
+        conf = numpy.zeros(len(correct))
+        temps = []
+        for fit_half in (half, ~half):
+            for part in parts:
+                fit_mask = fit_half if part is None else fit_half & part
+                apply_mask = ~fit_half if part is None else ~fit_half & part
+                i = fit(probs, correct, fit_mask)
+                temps.append(round(float(GRID[i]), 3))
+                conf[apply_mask] = probs[i][apply_mask]
+        report[name] = {
+            "temperatures": temps,
+            **{
+                k: summary(conf[m], correct[m]) for k, m in (("all", seen | unseen), ("seen", seen), ("unseen", unseen))
+            },
+        }
+    for key, value in report.items():
+        if isinstance(value, dict) and key not in ("counts",):
+            print(f"{key}: {json.dumps(value)}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
