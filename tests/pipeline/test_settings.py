@@ -86,3 +86,55 @@ def test_a_pipeline_saved_with_the_temperature_in_its_cfg_warns_and_uses_its_con
 def test_the_scheme_is_fixed_by_training(saved):
     with pytest.raises(ValueError, match="trained with scheme 'BIO', but its config says 'BILUO'"):
         spacy.load(saved, config={"components": {"crf_ner": {"scheme": "BILUO"}}})
+
+
+def test_names_never_seen_in_training_get_their_own_temperature(saved):
+    """temperature_unseen: an entity whose text was never a training entity gets the probability the
+    CRF gives at that temperature; the others, at `temperature`; candidates likewise."""
+    text = "Peter Blackburn met Zorblax Quentin for the European Commission in Brussels ."
+    plain = spacy.load(saved)
+    names = plain.get_pipe("crf_ner").training_names
+    assert names == {
+        "Peter Blackburn",
+        "European Commission",
+        "Brussels",
+        "EU",
+        "German",
+        "British",
+        "U.N.",
+        "Ekeus",
+        "Baghdad",
+        "Germany",
+        "European Union",
+    }
+    both = spacy.load(saved, config={"components": {"crf_ner": {"temperature": 1.3, "temperature_unseen": 2.0}}})
+    assert both.config["components"]["crf_ner"]["temperature_unseen"] == 2.0
+    at = {t: spacy.load(saved, config={"components": {"crf_ner": {"temperature": t}}})(text) for t in (1.3, 2.0)}
+    doc = both(text)
+    assert [(e.start, e.end, e.label_) for e in doc.ents] == [(e.start, e.end, e.label_) for e in at[1.3].ents]
+    by_t = {t: dict(zip(*scored(d))) for t, d in at.items()}
+    kinds = set()
+    for span, p in zip(*scored(doc)):
+        seen = doc[span[0] : span[1]].text in names
+        kinds.add(seen)
+        expected = by_t[1.3 if seen else 2.0].get(span)
+        if expected is None:  # below the candidate threshold at the other temperature only: computed there
+            expected = spacy.load(
+                saved,
+                config={"components": {"crf_ner": {"temperature": 1.3 if seen else 2.0, "candidate_threshold": 1e-9}}},
+            )
+            expected = dict(zip(*scored(expected(text))))[span]
+        assert p == pytest.approx(expected, abs=1e-9)
+    assert kinds == {True, False}  # both kinds were there to check
+
+
+def test_temperature_unseen_needs_the_training_names(saved, tmp_path):
+    old = tmp_path / "old"
+    spacy.load(saved).to_disk(old)
+    cfg_path = old / "crf_ner" / "cfg"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["names"]  # as saved before 0.4
+    cfg_path.write_text(json.dumps(cfg))
+    nlp = spacy.load(old, config={"components": {"crf_ner": {"temperature_unseen": 2.0}}})
+    with pytest.raises(ValueError, match="temperature_unseen needs the training data's entity names"):
+        nlp("Peter Blackburn works in Brussels .")

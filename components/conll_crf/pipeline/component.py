@@ -25,7 +25,6 @@ setting into `cfg`, which holds only what training learns: labels and scheme)
 is an error that says how to change it.
 """
 
-from functools import lru_cache
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -50,13 +49,13 @@ from . import (  # noqa: F401  (they register their names)
     legacy,
     loggers,
     mention_replacement,
-    scored_spans,  # noqa: F401  (registers Span._.crf_prob)
     stable_mode,
 )
 from .architectures import DEFAULT_MODEL
-from .doc_constraints import TagIndex, doc_constraints, relax_for_gold
+from .doc_constraints import cached_tag_index, doc_constraints, relax_for_gold
+from .scored_spans import probs_by_name, write_scored_spans  # (the module also registers Span._.crf_prob)
 from .settings import SETTINGS, LearnedCfg, SettingError, how_to_change
-from .thinc_head import Prediction, rows_by_doc, torch_module
+from .thinc_head import Prediction, doc_emissions, rows_by_doc, torch_module
 from .training_targets import gold_targets, training_constraints
 
 
@@ -71,6 +70,7 @@ from .training_targets import gold_targets, training_constraints
         "threshold": 0.0,
         "candidate_threshold": 0.1,
         "temperature": 1.0,
+        "temperature_unseen": None,
         "sentence_dropout": 0.0,
         "retain_freed_memory": False,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
@@ -90,6 +90,7 @@ def make_crf_ner(
     sentence_dropout: float,
     scorer: Optional[Callable],
     retain_freed_memory: bool = False,
+    temperature_unseen: Optional[float] = None,
 ) -> "CRFEntityRecognizer":
     """A BiLSTM-CRF entity recognizer. `scheme`: the tag scheme the CRF learns
     and is constrained to, "BIO" (IOB2) or "BILUO". `confidence`: compute
@@ -97,7 +98,12 @@ def make_crf_ner(
     entities below this probability stay out of doc.ents. `candidate_threshold`:
     the lowest probability of a span in doc.spans[spans_key]. `temperature`:
     divides the CRF's scores before the probabilities (calibration; the
-    calibrated pipeline's config holds the fitted value).
+    calibrated pipeline's config holds the fitted value). `temperature_unseen`:
+    the temperature of entities whose text never was an entity in the
+    training data (the component keeps those names); None: `temperature`
+    for all. Names never seen are where a model errs most, and one
+    temperature fitted on all of dev leaves them over-confident
+    (docs/calibration.md); it costs a second forward-backward per batch.
     `sentence_dropout`: in training, the fraction of examples whose predicted
     doc has no sentence boundaries that are trained without the gold's (0: the
     gold sentence starts always constrain training, as they constrain
@@ -121,6 +127,7 @@ def make_crf_ner(
         threshold=threshold,
         candidate_threshold=candidate_threshold,
         temperature=temperature,
+        temperature_unseen=temperature_unseen,
         sentence_dropout=sentence_dropout,
         scorer=scorer,
     )
@@ -138,6 +145,7 @@ class CRFEntityRecognizer(TrainablePipe):
     threshold (float): predicted entities below this probability stay out of doc.ents.
     candidate_threshold (float): the lowest probability of a span in doc.spans[spans_key].
     temperature (float): divides the CRF's scores before the probabilities (calibration).
+    temperature_unseen (Optional[float]): the temperature of entities whose text was never a training entity.
     sentence_dropout (float): in training, the fraction of unsplit examples trained without
         the gold sentence starts (see `make_crf_ner`).
     scorer (Optional[Callable]): the scoring function (`spacy.ner_scorer.v1` by default).
@@ -155,6 +163,7 @@ class CRFEntityRecognizer(TrainablePipe):
         threshold: float = 0.0,
         candidate_threshold: float = 0.1,
         temperature: float = 1.0,
+        temperature_unseen: Optional[float] = None,
         sentence_dropout: float = 0.0,
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -165,8 +174,8 @@ class CRFEntityRecognizer(TrainablePipe):
                 "[crf_ner] threshold must be in [0, 1] and candidate_threshold in (0, 1], "
                 f"got {threshold}, {candidate_threshold}"
             )
-        if not temperature > 0:
-            raise ValueError(f"[crf_ner] temperature must be > 0, got {temperature}")
+        if not temperature > 0 or (temperature_unseen is not None and not temperature_unseen > 0):
+            raise ValueError(f"[crf_ner] temperatures must be > 0, got {temperature}, {temperature_unseen}")
         if not 0.0 <= sentence_dropout <= 1.0:
             raise ValueError(f"[crf_ner] sentence_dropout must be in [0, 1], got {sentence_dropout}")
         self.vocab = vocab
@@ -180,9 +189,11 @@ class CRFEntityRecognizer(TrainablePipe):
             "threshold": float(threshold),
             "candidate_threshold": float(candidate_threshold),
             "temperature": float(temperature),
+            "temperature_unseen": None if temperature_unseen is None else float(temperature_unseen),
             "sentence_dropout": float(sentence_dropout),
         }
-        self.cfg: Dict = LearnedCfg(self, {"labels": [], "scheme": scheme})
+        self.cfg: Dict = LearnedCfg(self, {"labels": [], "scheme": scheme, "names": []})
+        self._names = (None, frozenset())
 
     def __setattr__(self, key: str, value) -> None:
         if key in SETTINGS and "_settings" in self.__dict__:
@@ -220,6 +231,19 @@ class CRFEntityRecognizer(TrainablePipe):
     def temperature(self) -> float:
         """Divides the CRF's scores before the probabilities (calibration)."""
         return self._settings["temperature"]
+
+    @property
+    def temperature_unseen(self) -> Optional[float]:
+        """The temperature of entities whose text was never a training entity (None: `temperature`)."""
+        return self._settings["temperature_unseen"]
+
+    @property
+    def training_names(self) -> frozenset:
+        """The texts of the training data's entities (collected by `initialize`)."""
+        names = self.cfg.get("names") or []
+        if self._names[0] is not names:
+            self._names = (names, frozenset(names))
+        return self._names[1]
 
     @property
     def sentence_dropout(self) -> float:
@@ -293,6 +317,7 @@ class CRFEntityRecognizer(TrainablePipe):
             for example in get_examples():
                 for ent in example.reference.ents:
                     self.add_label(ent.label_)
+        self.cfg["names"] = sorted({ent.text for eg in get_examples() for ent in eg.reference.ents})
         if not self.labels:
             raise ValueError("[crf_ner] no entity labels: the training examples have no entities and none were given")
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
@@ -309,7 +334,7 @@ class CRFEntityRecognizer(TrainablePipe):
         are then all there is. Models of conll_crf.BiLSTMCRF.v1 get whitespace
         only, as before."""
         full = bool(self.model.attrs.get("doc_constraints", False))
-        index = _tag_index(tuple(self.tags), self.cfg["scheme"])
+        index = cached_tag_index(tuple(self.tags), self.cfg["scheme"])
         allowed = [doc_constraints(doc, index, sentences=full, presets=full) for doc in docs]
         if all(a.all() for a in allowed):
             return None
@@ -327,6 +352,13 @@ class CRFEntityRecognizer(TrainablePipe):
         confidence = None
         if self.confidence:
             confidence = (self.candidate_threshold, self.temperature)
+            if self.temperature_unseen is not None:
+                if not self.training_names:
+                    raise ValueError(
+                        f"[{self.name}] temperature_unseen needs the training data's entity names, which this "
+                        "pipeline does not have (trained before spacy-conll-crf 0.4): leave it null"
+                    )
+                confidence += (self.temperature_unseen,)
         return self.model.predict((docs, None, self._constraints(docs), confidence))
 
     def emissions(self, docs: Sequence[Doc]) -> List[numpy.ndarray]:
@@ -334,24 +366,15 @@ class CRFEntityRecognizer(TrainablePipe):
         (-inf where a tag is impossible), as prediction computes them; for
         calibration and diagnostics. With `crf()`, everything the component's
         probabilities are computed from."""
-        import torch
-
         docs = list(docs)
         nonempty = [d for d in docs if len(d)]
         out = {id(d): numpy.zeros((0, len(self.tags)), dtype="float32") for d in docs}
         if nonempty:
             Xs = self.model.get_ref("tok2vec").predict(nonempty)
-            module = torch_module(self.model.get_ref("output_layer"))
-            with torch.no_grad():
-                constraints = self._constraints(nonempty) or [None] * len(nonempty)
-                for doc, x, allowed in zip(nonempty, Xs, constraints):
-                    xt = torch.as_tensor(self.model.ops.to_numpy(x)).unsqueeze(0).to(next(module.parameters()).device)
-                    em = module.emissions(xt, torch.tensor([len(doc)]))[0]
-                    if allowed is not None:
-                        em = em.masked_fill(
-                            ~torch.as_tensor(self.model.ops.to_numpy(allowed) > 0, device=em.device), float("-inf")
-                        )
-                    out[id(doc)] = em.float().cpu().numpy()
+            constraints = self._constraints(nonempty) or [None] * len(nonempty)
+            head = torch_module(self.model.get_ref("output_layer"))
+            for doc, em in zip(nonempty, doc_emissions(head, self.model.ops, Xs, constraints)):
+                out[id(doc)] = em
         return [out[id(d)] for d in docs]
 
     def crf(self):
@@ -393,7 +416,7 @@ class CRFEntityRecognizer(TrainablePipe):
             presets = list(doc.ents)
             if scored:  # the Viterbi path's entities, as the CRF read them off the path
                 spans = [(s, e, labels[x]) for s, e, x in ents[i].tolist()]
-                prob = dict(zip(spans, ent_p[i].tolist()))
+                prob = dict(zip(spans, probs_by_name(doc, ents[i], ent_p[i], self.training_names).tolist()))
                 spans = [sp for sp in spans if prob[sp] >= self.threshold]
             else:
                 spans = self.decode(names[i])
@@ -405,22 +428,11 @@ class CRFEntityRecognizer(TrainablePipe):
             new = [Span(doc, s, e, label=label) for s, e, label in spans]
             doc.ents = sorted(presets + new, key=lambda sp: sp.start) if presets else new
             if scored:
-                self._set_scored_spans(doc, presets, new, prob, cands[i], cand_p[i])
-
-    def _set_scored_spans(self, doc: Doc, presets, new, prob, cands, cand_p) -> None:
-        """doc.spans[spans_key]: every candidate >= candidate_threshold, the
-        entities in doc.ents (presets at 1.0) and the predicted ones below it included."""
-        labels = self.labels
-        scores = {(s, e, labels[x]): p for (s, e, x), p in zip(cands.tolist(), cand_p.tolist())}
-        for ent in new:
-            scores[(ent.start, ent.end, ent.label_)] = float(prob[(ent.start, ent.end, ent.label_)])
-        for ent in presets:
-            scores[(ent.start, ent.end, ent.label_)] = 1.0
-        keys = sorted(scores)
-        doc.spans[self.spans_key] = [Span(doc, s, e, label=label) for s, e, label in keys]
-        group = doc.spans[self.spans_key]
-        group.attrs["scores"] = [scores[k] for k in keys]
-        group.attrs["source"] = "crf_ner"
+                cand_rows, cand_probs = cands[i], probs_by_name(doc, cands[i], cand_p[i], self.training_names)
+                if cand_p[i].ndim > 1:  # candidates at or above the threshold at either temperature: keep their own
+                    keep = cand_probs >= self.candidate_threshold
+                    cand_rows, cand_probs = cand_rows[keep], cand_probs[keep]
+                write_scored_spans(doc, self.spans_key, self.labels, presets, new, prob, cand_rows, cand_probs)
 
     def decode(self, tag_names: Sequence[str]):
         """(start, end, label) spans of a predicted tag sequence. A CRF's
@@ -463,7 +475,7 @@ class CRFEntityRecognizer(TrainablePipe):
         targets = [self.model.ops.asarray2f(t) for t in targets_np]
         constraints = None
         if self.model.attrs.get("doc_constraints", False):
-            index = _tag_index(tuple(self.tags), self.cfg["scheme"])
+            index = cached_tag_index(tuple(self.tags), self.cfg["scheme"])
             trained = training_constraints(examples, index, self.sentence_dropout)
             constraints = [
                 self.model.ops.asarray2f(relax_for_gold(c, t).astype("float32")) for c, t in zip(trained, targets_np)
@@ -483,9 +495,3 @@ class CRFEntityRecognizer(TrainablePipe):
         if not numpy.isfinite(loss):
             raise ValueError("[crf_ner] the loss is not finite")
         return loss, self.model.ops.alloc1f(len(nll)) + 1.0
-
-
-@lru_cache(maxsize=16)
-def _tag_index(tags: tuple, scheme: str) -> TagIndex:
-    """The TagIndex of a tag set (built once per tag set, not per batch)."""
-    return TagIndex(list(tags), scheme)

@@ -22,6 +22,7 @@ probabilities all respect it exactly. Three sources:
 where the two disagree at a token (the gold tag is never made impossible).
 """
 
+from functools import lru_cache
 from typing import Dict, List, Optional, Sequence
 
 import numpy
@@ -101,3 +102,9 @@ def relax_for_gold(constraints: numpy.ndarray, targets: numpy.ndarray) -> numpy.
         constraints = constraints.copy()
         constraints[conflict] = True
     return constraints
+
+
+@lru_cache(maxsize=16)
+def cached_tag_index(tags: tuple, scheme: str) -> TagIndex:
+    """The TagIndex of a tag set, built once per tag set (not per batch)."""
+    return TagIndex(list(tags), scheme)

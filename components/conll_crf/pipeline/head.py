@@ -113,7 +113,9 @@ class BiLSTMCRFModule(nn.Module):
         (-1 past each length), or with ``confidence`` = (candidate_threshold,
         temperature) a tuple (paths, entities [N, 4], their probabilities [N],
         candidates [M, 4], their probabilities [M]); entities are (sequence,
-        start, end exclusive, label index). ``constraints`` [B, T, K] bool: the
+        start, end exclusive, label index). With G > 1 temperatures,
+        (candidate_threshold, t1, ..., tG), the probabilities are [N, G] and
+        [M, G], and the candidates those at or above the threshold at any of them. ``constraints`` [B, T, K] bool: the
         tags each token may take (-inf emissions elsewhere), in both modes.
         ``train``: apply dropout (the thinc layer passes its is_train)."""
         if not self.built:
@@ -130,12 +132,19 @@ class BiLSTMCRFModule(nn.Module):
         paths = self.crf.viterbi(em, mask)[1]
         if confidence is None:
             return paths
-        threshold, temperature = confidence
+        threshold, *temperatures = confidence
         em = em.detach()
-        terms = self.crf.span_terms(em, mask, temperature)
         ents = self.crf.path_entities(paths)
-        probs = self.crf.entity_probabilities(em, ents, mask, terms=terms)
-        cands, cand_probs = self.crf.entity_candidates(em, mask, threshold=threshold, terms=terms)
+        if len(temperatures) == 1:
+            terms = self.crf.span_terms(em, mask, temperatures[0])
+            probs = self.crf.entity_probabilities(em, ents, mask, terms=terms)
+            cands, cand_probs = self.crf.entity_candidates(em, mask, threshold=threshold, terms=terms)
+        else:  # one probability per temperature [N, G]; candidates: those at or above the threshold at any of them
+            terms = [self.crf.span_terms(em, mask, t) for t in temperatures]
+            found = [self.crf.entity_candidates(em, mask, threshold=threshold, terms=tm)[0] for tm in terms]
+            cands = torch.unique(torch.cat(found), dim=0)  # sorted rows, as entity_candidates sorts them
+            probs = torch.stack([self.crf.entity_probabilities(em, ents, mask, terms=tm) for tm in terms], 1)
+            cand_probs = torch.stack([self.crf.entity_probabilities(em, cands, mask, terms=tm) for tm in terms], 1)
         return paths, ents, probs, cands, cand_probs
 
 

@@ -1,9 +1,39 @@
-"""`Span._.crf_prob`: an entity's probability, read from the scored span group crf_ner writes
-(`doc.spans[spans_key]`, spancat's convention: `attrs["scores"]`, and `attrs["source"] = "crf_ner"`)."""
+"""crf_ner's scored spans: writing the group (`doc.spans[spans_key]`, spancat's convention:
+`attrs["scores"]`, and `attrs["source"] = "crf_ner"`), choosing each span's probability when
+there are two temperatures, and `Span._.crf_prob`, an entity's probability read from the group."""
 
 from typing import Optional
 
-from spacy.tokens import Span
+import numpy
+from spacy.tokens import Doc, Span
+
+
+def write_scored_spans(doc: Doc, spans_key: str, labels, presets, new, prob, cands, cand_p) -> None:
+    """doc.spans[spans_key]: every candidate (rows (start, end, label index) `cands`, probabilities
+    `cand_p`), the entities in doc.ents (`new`, probabilities in `prob` by (start, end, label);
+    `presets` at 1.0) and the predicted ones below the threshold included."""
+    scores = {(s, e, labels[x]): p for (s, e, x), p in zip(cands.tolist(), cand_p.tolist())}
+    for ent in new:
+        scores[(ent.start, ent.end, ent.label_)] = float(prob[(ent.start, ent.end, ent.label_)])
+    for ent in presets:
+        scores[(ent.start, ent.end, ent.label_)] = 1.0
+    keys = sorted(scores)
+    doc.spans[spans_key] = [Span(doc, s, e, label=label) for s, e, label in keys]
+    group = doc.spans[spans_key]
+    group.attrs["scores"] = [scores[k] for k in keys]
+    group.attrs["source"] = "crf_ner"
+
+
+def probs_by_name(doc: Doc, rows, probs, names) -> numpy.ndarray:
+    """Each row's probability: `probs` [n] as they are, or for two temperatures [n, 2] the first
+    for a span whose text is in `names` (the training data's entities), else the second."""
+    if probs.ndim == 1:
+        return probs
+    if not len(probs):
+        return probs[:, 0]
+    text = doc.text
+    unseen = [text[doc[s].idx : doc[e - 1].idx + len(doc[e - 1])] not in names for s, e, _ in rows.tolist()]
+    return probs[numpy.arange(len(probs)), numpy.asarray(unseen, dtype=int)]
 
 
 def entity_probability(span: Span) -> Optional[float]:

@@ -10,7 +10,16 @@ read-only, and its cfg (`LearnedCfg`) takes only the labels and the scheme.
 import warnings
 from typing import Any, Dict
 
-SETTINGS = ("scheme", "confidence", "spans_key", "threshold", "candidate_threshold", "temperature", "sentence_dropout")
+SETTINGS = (
+    "scheme",
+    "confidence",
+    "spans_key",
+    "threshold",
+    "candidate_threshold",
+    "temperature",
+    "temperature_unseen",
+    "sentence_dropout",
+)
 
 
 class SettingError(AttributeError, KeyError):
@@ -34,7 +43,7 @@ class LearnedCfg(dict):
     """The component's cfg: what training learns and serialization keeps (labels, scheme).
     A setting written into it would be saved and ignored: that is an error, naming the config."""
 
-    KEYS = ("labels", "scheme")
+    KEYS = ("labels", "scheme", "names")
 
     def __init__(self, pipe: Any, values: Dict) -> None:
         super().__init__(values)

@@ -115,9 +115,9 @@ class Prediction(NamedTuple):
 
     tag_ids: List[Any]
     entities: Any  # int array [N, 4]
-    entity_probs: Any  # float array [N]
+    entity_probs: Any  # float array [N], or [N, G] for G temperatures
     candidates: Any  # int array [M, 4]
-    candidate_probs: Any  # float array [M]
+    candidate_probs: Any  # float array [M], or [M, G]
 
 
 def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
@@ -239,7 +239,8 @@ def _head_forward(model: Model, inputs, is_train: bool):
             ids = [model.ops.alloc1i(0) for _ in Xs]
             if confidence is not None:
                 none = model.ops.xp.zeros((0, 4), dtype="int64")
-                empty = model.ops.xp.zeros((0,), dtype="float64")
+                n_temps = len(confidence) - 1  # probabilities [N], or [N, G] for G temperatures
+                empty = model.ops.xp.zeros((0,) if n_temps == 1 else (0, n_temps), dtype="float64")
                 return Prediction(ids, none, empty, none, empty), lambda d: []
             return ids, lambda d: []
         return model.ops.alloc1f(len(Xs)), lambda d: [model.ops.alloc2f(0, x.shape[1]) for x in Xs]
@@ -261,15 +262,30 @@ def build_head(head: Model, n_in: int, tags: Sequence[str], scheme: str) -> None
     head.set_dim("nO", len(tags), force=True)
 
 
+def doc_emissions(module: BiLSTMCRFModule, ops, Xs, constraints) -> List[numpy.ndarray]:
+    """The module's emissions [n, K] (float32 on the host) of each doc's token vectors in `Xs`, one doc
+    at a time, -inf where `constraints` (per doc a 0/1 array [n, K], or None) forbid a tag."""
+    out = []
+    device = next(module.parameters()).device
+    with torch.no_grad():
+        for x, allowed in zip(Xs, constraints):
+            em = module.emissions(torch.as_tensor(ops.to_numpy(x)).unsqueeze(0).to(device), torch.tensor([len(x)]))[0]
+            if allowed is not None:
+                em = em.masked_fill(~torch.as_tensor(ops.to_numpy(allowed) > 0, device=em.device), float("-inf"))
+            out.append(em.float().cpu().numpy())
+    return out
+
+
 def rows_by_doc(n_docs: int, rows: numpy.ndarray, probs: numpy.ndarray):
     """Entity rows (doc, start, end, label index) and their probabilities,
     grouped per doc: ([int array [n, 3] of (start, end, label index) per doc],
-    [float array [n] per doc]), views of the batch's arrays. Arrays, not
+    [float array [n] (or [n, G]) per doc]), views of the batch's arrays. Arrays, not
     Python lists: a batch's thousands of rows as small lists, alive until its
     last doc is annotated, would be counted and promoted by Python's cyclic
     GC towards its costly full collections; each doc converts its own."""
     rows = numpy.asarray(rows).reshape(-1, 4)
-    probs = numpy.asarray(probs, dtype="float64").reshape(-1)
+    probs = numpy.asarray(probs, dtype="float64")
+    probs = probs.reshape(len(rows), -1) if probs.ndim > 1 else probs.reshape(-1)
     bounds = (
         numpy.searchsorted(rows[:, 0], numpy.arange(n_docs + 1)) if len(rows) else numpy.zeros(n_docs + 1, dtype=int)
     )
