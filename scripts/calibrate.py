@@ -383,6 +383,9 @@ def main() -> None:
     )
     parser.add_argument("--beam", action="store_true", help="score spaCy's beam_ner instead")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train", type=Path, default=None, help="training corpus: also fit temperature_unseen (calibration_shift.py)"
+    )
     args = parser.parse_args()
     nlp = spacy.load(args.model)
     refs = list(DocBin().from_disk(args.corpus).get_docs(nlp.vocab))
@@ -442,6 +445,13 @@ def main() -> None:
     }
     t_all = fit_temperature(items)
     report["temperature"] = t_all
+    temps = {"temperature": float(t_all)}
+    if args.train is not None:  # names never seen in training get a temperature of their own
+        from calibration_shift import shift_report
+
+        names = {e.text for d in DocBin().from_disk(args.train).get_docs(nlp.vocab) for e in d.ents}
+        report["seen_unseen"] = shift_report(items, docs, names, args.seed)
+        temps = report["seen_unseen"]["seen_unseen_T_on_all"]
     all_conf = confidences(items, t_all)
     all_correct = correctness(items)
     n_gold = sum(d.n_gold for d in items)
@@ -481,9 +491,9 @@ def main() -> None:
         f"{best['ece']:.4f} (T = {best['temperature']:.2f}); at the fitted T: {ece(all_conf, all_correct):.4f}"
     )
     if args.write:
-        calibrated = spacy.load(args.model, config={"components": {name: {"temperature": float(t_all)}}})
+        calibrated = spacy.load(args.model, config={"components": {name: temps}})
         calibrated.to_disk(args.write)
-        print(f"wrote {args.write} with crf_ner temperature {t_all:.3f}")
+        print(f"wrote {args.write} with crf_ner {', '.join(f'{k} {v:.3f}' for k, v in temps.items())}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ when its text occurs as an entity in TRAIN, else *unseen*
   split by seen/unseen;
 - `seen_unseen_T_cross_fitted`: a temperature for seen and one for unseen
   entities (an entity's part is known at prediction time from the training
-  names), fitted on half the articles, scored on the other half, both ways.
+  names: crf_ner's `temperature` and `temperature_unseen`), fitted on half
+  the articles, scored on the other half, both ways;
+- `seen_unseen_T_on_all`: those two temperatures fitted on all of dev (what
+  `calibrate --train` writes into the model).
 
 Temperatures are chosen on a grid (0.5 to 4, 57 values, log-spaced) by the log
 loss of the fitting part. Input: gold tokens with the gold sentence starts,
@@ -64,36 +67,20 @@ def summary(conf: numpy.ndarray, correct: numpy.ndarray) -> Dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model")
-    parser.add_argument("train", type=Path)
-    parser.add_argument("dev", type=Path)
-    parser.add_argument("--name", default="crf_ner")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    nlp = spacy.load(args.model)
-    pipe = nlp.get_pipe(args.name)
-    names = {e.text for d in DocBin().from_disk(args.train).get_docs(nlp.vocab) for e in d.ents}
-    refs = list(DocBin().from_disk(args.dev).get_docs(nlp.vocab))
-    docs = gold_token_docs(nlp.vocab, refs)
-    items = [DocEntities(pipe, d, g, em) for d, g, em in zip(docs, refs, pipe.emissions(docs))]
+def shift_report(items, docs, names, seed: int = 0) -> Dict:
+    """The report (see the module's doc) for `items` (calibrate.DocEntities of `docs`) and the
+    training names; also `seen_unseen_T_on_all`: the two temperatures fitted on all of them."""
     correct = correctness(items)
     seen = numpy.array([d[s:e].text in names for d, it in zip(docs, items) for s, e, _ in it.keys], dtype=bool)
-    article = numpy.array([i for i, it in enumerate(items) for _ in it.keys])
-    print(f"{len(correct)} predicted entities: {int(seen.sum())} seen, {int((~seen).sum())} unseen", flush=True)
+    article = numpy.array([i for i, it in enumerate(items) for _ in it.keys], dtype=int)
     probs = numpy.stack([numpy.concatenate([it.probs(float(t)) for it in items]) for t in GRID])  # [grid, N]
     order = list(range(len(items)))
-    random.Random(args.seed).shuffle(order)
+    random.Random(seed).shuffle(order)
     half = numpy.isin(article, order[: len(order) // 2])
     unseen = ~seen
     report: Dict = {
-        "model": args.model,
-        "dev": str(args.dev),
-        "split": f"articles shuffled with seed {args.seed} into halves for cross-fitting",
+        "split": f"articles shuffled with seed {seed} into halves for cross-fitting",
         "counts": {"predicted": int(len(correct)), "seen": int(seen.sum()), "unseen": int(unseen.sum())},
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     t1 = int(numpy.argmin(abs(GRID - 1.0)))
     report["t1"] = {k: summary(probs[t1][m], correct[m]) for k, m in (("seen", seen), ("unseen", unseen))}
@@ -111,14 +98,38 @@ def main() -> None:
                 i = fit(probs, correct, fit_mask)
                 temps.append(round(float(GRID[i]), 3))
                 conf[apply_mask] = probs[i][apply_mask]
-        report[name] = {
-            "temperatures": temps,
-            **{
-                k: summary(conf[m], correct[m]) for k, m in (("all", seen | unseen), ("seen", seen), ("unseen", unseen))
-            },
-        }
+        parts_of = (("all", seen | unseen), ("seen", seen), ("unseen", unseen))
+        report[name] = {"temperatures": temps, **{k: summary(conf[m], correct[m]) for k, m in parts_of}}
+    report["seen_unseen_T_on_all"] = {
+        "temperature": round(float(GRID[fit(probs, correct, seen)]), 3),
+        "temperature_unseen": round(float(GRID[fit(probs, correct, unseen)]), 3),
+    }
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("train", type=Path)
+    parser.add_argument("dev", type=Path)
+    parser.add_argument("--name", default="crf_ner")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    nlp = spacy.load(args.model)
+    pipe = nlp.get_pipe(args.name)
+    names = {e.text for d in DocBin().from_disk(args.train).get_docs(nlp.vocab) for e in d.ents}
+    refs = list(DocBin().from_disk(args.dev).get_docs(nlp.vocab))
+    docs = gold_token_docs(nlp.vocab, refs)
+    items = [DocEntities(pipe, d, g, em) for d, g, em in zip(docs, refs, pipe.emissions(docs))]
+    report = {
+        "model": args.model,
+        "dev": str(args.dev),
+        **shift_report(items, docs, names, args.seed),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
     for key, value in report.items():
-        if isinstance(value, dict) and key not in ("counts",):
+        if isinstance(value, dict):
             print(f"{key}: {json.dumps(value)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
