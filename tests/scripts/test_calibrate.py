@@ -120,3 +120,31 @@ def test_isotonic_fit_is_pool_adjacent_violators():
     xs, ys = calibrate.isotonic_fit(c, y)
     assert numpy.all(numpy.diff(ys) >= 0) and numpy.all(numpy.diff(xs) > 0)
     assert calibrate.isotonic_apply((numpy.zeros(0), numpy.zeros(0)), c).tolist() == c.tolist()
+
+
+def test_calibrate_with_the_training_names_writes_two_temperatures(tmp_path):
+    """`calibrate --train`: the seen/unseen report, and temperature and temperature_unseen in the written config."""
+    import subprocess
+    import sys
+
+    import spacy
+    from spacy.tokens import DocBin
+
+    from tests.pipeline.test_component import TRAIN_DATA, crf_config, examples, train
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config())
+    train(nlp, n_iter=30)
+    nlp.to_disk(tmp_path / "model")
+    refs = [eg.reference for eg in examples(nlp)]
+    DocBin(docs=refs[:2]).to_disk(tmp_path / "train.spacy")  # the others' names are unseen
+    DocBin(docs=refs * 3).to_disk(tmp_path / "dev.spacy")
+    cmd = [sys.executable, str(ROOT / "scripts/calibrate.py"), str(tmp_path / "model"), str(tmp_path / "dev.spacy")]
+    cmd += [str(tmp_path / "out"), "--train", str(tmp_path / "train.spacy"), "--write", str(tmp_path / "calibrated")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    report = __import__("json").loads((tmp_path / "out" / "calibration.json").read_text())
+    shift = report["seen_unseen"]
+    assert shift["counts"]["seen"] > 0 and shift["counts"]["unseen"] > 0 and len(TRAIN_DATA) == 4
+    written = spacy.load(tmp_path / "calibrated").config["components"]["crf_ner"]
+    assert written["temperature"] == shift["seen_unseen_T_on_all"]["temperature"]
+    assert written["temperature_unseen"] == shift["seen_unseen_T_on_all"]["temperature_unseen"]
