@@ -138,3 +138,20 @@ def test_temperature_unseen_needs_the_training_names(saved, tmp_path):
     nlp = spacy.load(old, config={"components": {"crf_ner": {"temperature_unseen": 2.0}}})
     with pytest.raises(ValueError, match="temperature_unseen needs the training data's entity names"):
         nlp("Peter Blackburn works in Brussels .")
+
+
+def test_per_label_thresholds_take_effect_and_are_read_only(saved):
+    plain = spacy.load(saved)
+    doc = plain(TEXT)
+    probs = {(e.start, e.end, e.label_): e._.crf_prob for e in doc.ents}
+    label = doc.ents[0].label_
+    cut = probs[(doc.ents[0].start, doc.ents[0].end, label)] + 1e-9  # just above the first entity's
+    nlp = spacy.load(saved, config={"components": {"crf_ner": {"thresholds": {label: cut}}}})
+    assert nlp.config["components"]["crf_ner"]["thresholds"] == {label: cut}
+    kept = [(e.start, e.end, e.label_) for e in nlp(TEXT).ents]
+    assert kept == [k for k, p in probs.items() if k[2] != label or p >= cut]
+    assert len(kept) < len(probs)
+    with pytest.raises(TypeError):
+        nlp.get_pipe("crf_ner").thresholds[label] = 0.0  # read-only: the config is its source
+    with pytest.raises(ValueError, match=r"thresholds for unknown labels \['DRUG'\]"):
+        spacy.load(saved, config={"components": {"crf_ner": {"thresholds": {"DRUG": 0.5}}}})(TEXT)

@@ -148,3 +148,16 @@ def test_calibrate_with_the_training_names_writes_two_temperatures(tmp_path):
     written = spacy.load(tmp_path / "calibrated").config["components"]["crf_ner"]
     assert written["temperature"] == shift["seen_unseen_T_on_all"]["temperature"]
     assert written["temperature_unseen"] == shift["seen_unseen_T_on_all"]["temperature_unseen"]
+
+
+def test_thresholds_pick_the_lowest_cut_that_reaches_the_precision():
+    spec = importlib.util.spec_from_file_location("thresholds_script", ROOT / "scripts" / "thresholds.py")
+    thresholds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(thresholds)
+    probs = numpy.array([0.99, 0.95, 0.9, 0.9, 0.8, 0.6, 0.5])
+    correct = numpy.array([1, 1, 1, 0, 1, 0, 1], dtype=bool)
+    # precision at or above each cut: 0.99 -> 1, 0.95 -> 1, 0.9 -> 3/4, 0.8 -> 4/5, 0.6 -> 4/6, 0.5 -> 5/7
+    assert thresholds.pick(probs, correct, 0.8) == 0.8
+    assert thresholds.pick(probs, correct, 0.75) == 0.8  # ties at 0.9 are kept or dropped together
+    assert thresholds.pick(probs, correct, 1.0) == 0.95
+    assert thresholds.pick(numpy.array([0.7]), numpy.array([False]), 0.5) == 1.0  # never reached

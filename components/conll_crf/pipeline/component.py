@@ -54,7 +54,7 @@ from . import (  # noqa: F401  (they register their names)
 from .architectures import DEFAULT_MODEL
 from .doc_constraints import cached_tag_index, doc_constraints, relax_for_gold
 from .scored_spans import probs_by_name, write_scored_spans  # (the module also registers Span._.crf_prob)
-from .settings import SETTINGS, LearnedCfg, SettingError, how_to_change
+from .settings import LearnedCfg, ReadOnlySettings
 from .thinc_head import Prediction, doc_emissions, rows_by_doc, torch_module
 from .training_targets import gold_targets, training_constraints
 
@@ -68,6 +68,7 @@ from .training_targets import gold_targets, training_constraints
         "confidence": True,
         "spans_key": "crf_ner",
         "threshold": 0.0,
+        "thresholds": {},
         "candidate_threshold": 0.1,
         "temperature": 1.0,
         "temperature_unseen": None,
@@ -91,11 +92,14 @@ def make_crf_ner(
     scorer: Optional[Callable],
     retain_freed_memory: bool = False,
     temperature_unseen: Optional[float] = None,
+    thresholds: Optional[Dict[str, float]] = None,
 ) -> "CRFEntityRecognizer":
     """A BiLSTM-CRF entity recognizer. `scheme`: the tag scheme the CRF learns
     and is constrained to, "BIO" (IOB2) or "BILUO". `confidence`: compute
     entity probabilities (doc.spans[spans_key]). `threshold`: predicted
-    entities below this probability stay out of doc.ents. `candidate_threshold`:
+    entities below this probability stay out of doc.ents; `thresholds`: per
+    label, instead of `threshold` (scripts/thresholds.py picks them for a
+    target precision). `candidate_threshold`:
     the lowest probability of a span in doc.spans[spans_key]. `temperature`:
     divides the CRF's scores before the probabilities (calibration; the
     calibrated pipeline's config holds the fitted value). `temperature_unseen`:
@@ -128,12 +132,13 @@ def make_crf_ner(
         candidate_threshold=candidate_threshold,
         temperature=temperature,
         temperature_unseen=temperature_unseen,
+        thresholds=thresholds,
         sentence_dropout=sentence_dropout,
         scorer=scorer,
     )
 
 
-class CRFEntityRecognizer(TrainablePipe):
+class CRFEntityRecognizer(ReadOnlySettings, TrainablePipe):
     """Named entities from a BiLSTM-CRF, with each entity's exact probability (see the module's doc).
 
     vocab (Vocab): the pipeline's vocab.
@@ -143,6 +148,7 @@ class CRFEntityRecognizer(TrainablePipe):
     confidence (bool): compute entity probabilities (doc.spans[spans_key], `ent._.crf_prob`).
     spans_key (str): the doc.spans key of the scored spans.
     threshold (float): predicted entities below this probability stay out of doc.ents.
+    thresholds (Optional[Dict[str, float]]): per label, instead of `threshold`.
     candidate_threshold (float): the lowest probability of a span in doc.spans[spans_key].
     temperature (float): divides the CRF's scores before the probabilities (calibration).
     temperature_unseen (Optional[float]): the temperature of entities whose text was never a training entity.
@@ -164,12 +170,14 @@ class CRFEntityRecognizer(TrainablePipe):
         candidate_threshold: float = 0.1,
         temperature: float = 1.0,
         temperature_unseen: Optional[float] = None,
+        thresholds: Optional[Dict[str, float]] = None,
         sentence_dropout: float = 0.0,
         scorer: Optional[Callable] = None,
     ) -> None:
         if scheme not in MODEL_SCHEMES:
             raise ValueError(f"[crf_ner] scheme must be one of {MODEL_SCHEMES}, not {scheme!r}")
-        if not 0.0 <= threshold <= 1.0 or not 0.0 < candidate_threshold <= 1.0:
+        thresholds = dict(thresholds or {})
+        if not all(0.0 <= t <= 1.0 for t in [threshold, *thresholds.values()]) or not 0.0 < candidate_threshold <= 1.0:
             raise ValueError(
                 "[crf_ner] threshold must be in [0, 1] and candidate_threshold in (0, 1], "
                 f"got {threshold}, {candidate_threshold}"
@@ -187,6 +195,7 @@ class CRFEntityRecognizer(TrainablePipe):
             "confidence": bool(confidence),
             "spans_key": spans_key,
             "threshold": float(threshold),
+            "thresholds": {str(k): float(v) for k, v in thresholds.items()},
             "candidate_threshold": float(candidate_threshold),
             "temperature": float(temperature),
             "temperature_unseen": None if temperature_unseen is None else float(temperature_unseen),
@@ -194,61 +203,6 @@ class CRFEntityRecognizer(TrainablePipe):
         }
         self.cfg: Dict = LearnedCfg(self, {"labels": [], "scheme": scheme, "names": []})
         self._names = (None, frozenset())
-
-    def __setattr__(self, key: str, value) -> None:
-        if key in SETTINGS and "_settings" in self.__dict__:
-            raise SettingError(how_to_change(self.name, key, value))
-        super().__setattr__(key, value)
-
-    # -- settings (read-only: the config is their one source) -----------------------------
-
-    @property
-    def scheme(self) -> str:
-        """The tag scheme the CRF learns and is constrained to (fixed once trained)."""
-        return self._settings["scheme"]
-
-    @property
-    def confidence(self) -> bool:
-        """Whether entity probabilities are computed (doc.spans[spans_key], `ent._.crf_prob`)."""
-        return self._settings["confidence"]
-
-    @property
-    def spans_key(self) -> str:
-        """The doc.spans key of the scored spans."""
-        return self._settings["spans_key"]
-
-    @property
-    def threshold(self) -> float:
-        """Predicted entities below this probability stay out of doc.ents."""
-        return self._settings["threshold"]
-
-    @property
-    def candidate_threshold(self) -> float:
-        """The lowest probability of a span in doc.spans[spans_key]."""
-        return self._settings["candidate_threshold"]
-
-    @property
-    def temperature(self) -> float:
-        """Divides the CRF's scores before the probabilities (calibration)."""
-        return self._settings["temperature"]
-
-    @property
-    def temperature_unseen(self) -> Optional[float]:
-        """The temperature of entities whose text was never a training entity (None: `temperature`)."""
-        return self._settings["temperature_unseen"]
-
-    @property
-    def training_names(self) -> frozenset:
-        """The texts of the training data's entities (collected by `initialize`)."""
-        names = self.cfg.get("names") or []
-        if self._names[0] is not names:
-            self._names = (names, frozenset(names))
-        return self._names[1]
-
-    @property
-    def sentence_dropout(self) -> float:
-        """In training, the fraction of unsplit examples trained without the gold sentence starts."""
-        return self._settings["sentence_dropout"]
 
     # -- labels ---------------------------------------------------------------------------
 
@@ -412,12 +366,15 @@ class CRFEntityRecognizer(TrainablePipe):
             ents, ent_p = rows_by_doc(len(docs), to_np(predicted.entities), to_np(predicted.entity_probs))
             cands, cand_p = rows_by_doc(len(docs), to_np(predicted.candidates), to_np(predicted.candidate_probs))
         names = None if scored else self.tag_names(predicted)
+        cut = self.thresholds
+        if cut and not set(cut) <= set(labels):
+            raise ValueError(f"[{self.name}] thresholds for unknown labels {sorted(set(cut) - set(labels))}: {labels}")
         for i, doc in enumerate(docs):
             presets = list(doc.ents)
             if scored:  # the Viterbi path's entities, as the CRF read them off the path
                 spans = [(s, e, labels[x]) for s, e, x in ents[i].tolist()]
                 prob = dict(zip(spans, probs_by_name(doc, ents[i], ent_p[i], self.training_names).tolist()))
-                spans = [sp for sp in spans if prob[sp] >= self.threshold]
+                spans = [sp for sp in spans if prob[sp] >= cut.get(sp[2], self.threshold)]
             else:
                 spans = self.decode(names[i])
             if presets:

@@ -8,13 +8,15 @@ read-only, and its cfg (`LearnedCfg`) takes only the labels and the scheme.
 """
 
 import warnings
-from typing import Any, Dict
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, Optional
 
 SETTINGS = (
     "scheme",
     "confidence",
     "spans_key",
     "threshold",
+    "thresholds",
     "candidate_threshold",
     "temperature",
     "temperature_unseen",
@@ -83,3 +85,66 @@ class LearnedCfg(dict):
             )
         for key, value in values.items():
             self[key] = value
+
+
+class ReadOnlySettings:
+    """The settings as read-only attributes of the component (a mixin of CRFEntityRecognizer, which
+    sets `_settings` from its config and `cfg`); writing one is a SettingError naming the config."""
+
+    def __setattr__(self, key: str, value) -> None:
+        if key in SETTINGS and "_settings" in self.__dict__:
+            raise SettingError(how_to_change(self.name, key, value))
+        super().__setattr__(key, value)
+
+    @property
+    def scheme(self) -> str:
+        """The tag scheme the CRF learns and is constrained to (fixed once trained)."""
+        return self._settings["scheme"]
+
+    @property
+    def confidence(self) -> bool:
+        """Whether entity probabilities are computed (doc.spans[spans_key], `ent._.crf_prob`)."""
+        return self._settings["confidence"]
+
+    @property
+    def spans_key(self) -> str:
+        """The doc.spans key of the scored spans."""
+        return self._settings["spans_key"]
+
+    @property
+    def threshold(self) -> float:
+        """Predicted entities below this probability stay out of doc.ents."""
+        return self._settings["threshold"]
+
+    @property
+    def thresholds(self) -> Mapping[str, float]:
+        """Per label, the threshold used instead of `threshold` (read-only)."""
+        return MappingProxyType(self._settings["thresholds"])
+
+    @property
+    def candidate_threshold(self) -> float:
+        """The lowest probability of a span in doc.spans[spans_key]."""
+        return self._settings["candidate_threshold"]
+
+    @property
+    def temperature(self) -> float:
+        """Divides the CRF's scores before the probabilities (calibration)."""
+        return self._settings["temperature"]
+
+    @property
+    def temperature_unseen(self) -> Optional[float]:
+        """The temperature of entities whose text was never a training entity (None: `temperature`)."""
+        return self._settings["temperature_unseen"]
+
+    @property
+    def training_names(self) -> frozenset:
+        """The texts of the training data's entities (collected by `initialize`)."""
+        names = self.cfg.get("names") or []
+        if self._names[0] is not names:
+            self._names = (names, frozenset(names))
+        return self._names[1]
+
+    @property
+    def sentence_dropout(self) -> float:
+        """In training, the fraction of unsplit examples trained without the gold sentence starts."""
+        return self._settings["sentence_dropout"]
