@@ -48,6 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert CoNLL files (or a Hugging Face dataset) to a .spacy DocBin: conll-crf convert --help",
         add_help=False,
     )
+    review = sub.add_parser(
+        "review",
+        help="a review queue: texts ranked by expected errors, as Label Studio / Prodigy / doccano tasks",
+        description="Annotate the texts of a JSONL file, order them by expected entity errors (most first), and "
+        "write the first --budget as pre-annotated tasks for an annotation tool, with the probabilities.",
+        formatter_class=_HelpFormatter,
+    )
+    review.add_argument("input", type=Path, help="JSONL file of records with a text (and an id)")
+    review.add_argument("--model", required=True, help="pipeline package name or folder (e.g. en_conll_crf)")
+    review.add_argument("--format", dest="fmt", choices=("label-studio", "prodigy", "doccano"), required=True)
+    review.add_argument("--output", required=True, type=Path, help="tasks file to write")
+    review.add_argument("--budget", type=int, default=0, help="documents to keep, most expected errors first (0: all)")
+    review.add_argument("--text-field", default="text")
+    review.add_argument("--id-field", default="id")
     init = sub.add_parser(
         "init-config",
         help="write a training config (the CPU or transformer recipe) for your own data",
@@ -151,6 +165,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "init-config":
         return _init_config(args)
+    if args.command == "review":
+        return _review(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     opts = vars(args)
     opts.pop("command")
@@ -164,6 +180,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"conll-crf annotate: stopped: {err}", file=sys.stderr)
         return EXIT_STOPPED
     return exit_code(manifest)
+
+
+def _review(args) -> int:
+    import spacy
+
+    from .tool_formats import read_jsonl_texts, write_queue
+
+    try:
+        records = read_jsonl_texts(args.input, args.text_field, args.id_field)
+    except (OSError, ValueError) as err:
+        print(f"conll-crf review: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.budget < 0 or not args.output.parent.is_dir():
+        print(f"conll-crf review: error: --budget must be >= 0 and {args.output.parent} a folder", file=sys.stderr)
+        return EXIT_USAGE
+    summary = write_queue(spacy.load(args.model), records, args.fmt, args.output, args.budget)
+    print(
+        f"wrote {summary['kept']} of {summary['documents']} documents to {args.output} ({args.fmt}): "
+        f"{summary['expected_errors_kept']} of {summary['expected_errors_all']} expected entity errors"
+    )
+    return 0
 
 
 def _init_config(args) -> int:

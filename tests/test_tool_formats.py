@@ -1,0 +1,75 @@
+"""Pre-annotations for Label Studio, Prodigy and doccano, and `conll-crf review`."""
+
+import json
+
+import pytest
+import spacy
+
+from conll_crf import cli
+from conll_crf.tool_formats import label_studio_config, to_doccano, to_label_studio, to_prodigy
+from tests.pipeline.test_component import crf_config, train
+
+TEXTS = [
+    "Peter Blackburn works for the European Commission in Brussels .",
+    "Nothing here .",
+    "U.N. official Ekeus heads for Baghdad .",
+]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config())
+    train(nlp, n_iter=40)
+    path = tmp_path_factory.mktemp("tools") / "model"
+    nlp.to_disk(path)
+    return path
+
+
+def test_each_tool_gets_its_own_format_with_the_probabilities(model):
+    nlp = spacy.load(model)
+    doc = nlp(TEXTS[0])
+    probs = [e._.crf_prob for e in doc.ents]
+    ls = to_label_studio(doc, "d1", "en_pipeline-0.0.0")
+    results = ls["predictions"][0]["result"]
+    assert ls["data"]["text"] == doc.text and len(results) == len(doc.ents) > 0
+    for r, e, p in zip(results, doc.ents, probs):
+        assert r["value"] == {"start": e.start_char, "end": e.end_char, "text": e.text, "labels": [e.label_]}
+        assert (r["from_name"], r["to_name"], r["type"], r["score"]) == ("label", "text", "labels", p)
+        assert doc.text[r["value"]["start"] : r["value"]["end"]] == e.text
+    assert 0 <= ls["predictions"][0]["score"] <= min(probs)
+    pg = to_prodigy(doc, "d1")
+    assert [t["text"] for t in pg["tokens"]] == [t.text for t in doc]
+    for span, e, p in zip(pg["spans"], doc.ents, probs):
+        assert (span["token_start"], span["token_end"], span["label"], span["score"]) == (
+            e.start,
+            e.end - 1,
+            e.label_,
+            p,
+        )
+        assert pg["tokens"][span["token_end"]]["end"] == span["end"]
+    assert pg["meta"]["id"] == "d1" and pg["meta"]["expected_errors"] >= 0
+    dc = to_doccano(doc, "d1")
+    assert dc["label"] == [[e.start_char, e.end_char, e.label_] for e in doc.ents] and dc["scores"] == probs
+    assert '<Label value="PER"/>' in label_studio_config(["LOC", "PER"])
+
+
+def test_review_command_writes_the_queue_most_expected_errors_first(model, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"id": i, "text": t}) for i, t in enumerate(TEXTS)) + "\n\n")
+    out = tmp_path / "tasks.jsonl"
+    assert (
+        cli.main(
+            ["review", str(src), "--model", str(model), "--format", "prodigy", "--output", str(out), "--budget", "2"]
+        )
+        == 0
+    )
+    tasks = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(tasks) == 2 and "wrote 2 of 3 documents" in capsys.readouterr().out
+    assert tasks[0]["meta"]["expected_errors"] >= tasks[1]["meta"]["expected_errors"]
+    ls = tmp_path / "tasks.json"
+    assert cli.main(["review", str(src), "--model", str(model), "--format", "label-studio", "--output", str(ls)]) == 0
+    assert len(json.loads(ls.read_text())) == 3 and (tmp_path / "tasks.json.config.xml").exists()
+    src.write_text('{"id": 1, "text": "fine"}\n{"id": 2}\n')
+    assert cli.main(["review", str(src), "--model", str(model), "--format", "doccano", "--output", str(out)]) == 2
+    assert f"{src}:2: not a JSON object with a string 'text'" in capsys.readouterr().err
