@@ -73,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--lang", default="en", help="spaCy language code of the data")
     init.add_argument("--vectors", default=None, help="a spaCy vectors folder (cpu_crf; default: no vectors)")
     init.add_argument("--transformer", default=None, help="trf_crf: Hugging Face model name or folder")
+    init.add_argument("--source", default=None, help="go on training this pipeline (its components sourced)")
+    corr = sub.add_parser(
+        "corrections",
+        help="read a Label Studio / Prodigy / doccano export of reviewed tasks into a .spacy training file",
+        description="Read reviewed records of an annotation tool's export into a DocBin: entities aligned to the "
+        "pipeline's tokens; what nobody reviewed stays missing (conll_crf/tool_corrections.py).",
+        formatter_class=_HelpFormatter,
+    )
+    corr.add_argument("export", type=Path, help="the tool's export file")
+    corr.add_argument("--format", dest="fmt", choices=("label-studio", "prodigy", "doccano"), required=True)
+    corr.add_argument("--output", required=True, type=Path, help=".spacy file to write")
+    corr.add_argument("--model", default=None, help="pipeline whose tokenizer to use (default: blank --lang)")
+    corr.add_argument("--lang", default="en")
     p = sub.add_parser(
         "annotate",
         help="annotate JSONL / Parquet / text files with a spaCy pipeline, resumably, locally or on Ray",
@@ -167,6 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _init_config(args)
     if args.command == "review":
         return _review(args)
+    if args.command == "corrections":
+        return _corrections(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     opts = vars(args)
     opts.pop("command")
@@ -203,18 +218,43 @@ def _review(args) -> int:
     return 0
 
 
+def _corrections(args) -> int:
+    import spacy
+
+    from .tool_corrections import CorrectionsError, write_corrections
+
+    nlp = spacy.load(args.model) if args.model else spacy.blank(args.lang)
+    try:
+        counts = write_corrections(args.export, args.fmt, nlp, args.output)
+    except (OSError, CorrectionsError) as err:
+        print(f"conll-crf corrections: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"wrote {args.output}: {counts['docs']} docs ({counts['partial']} partly reviewed), {counts['entities']} "
+        f"entities from {counts['records']} records ({counts['skipped']} skipped: not accepted or not annotated)"
+    )
+    return 0
+
+
 def _init_config(args) -> int:
-    from .init_config import init_config, write_config
+    from .init_config import init_config, source_config, write_config
 
     try:
-        config = init_config(args.recipe, args.lang, args.vectors, args.transformer)
+        if args.source:
+            config = source_config(args.source, args.recipe)
+        else:
+            config = init_config(args.recipe, args.lang, args.vectors, args.transformer)
     except ValueError as err:
         print(f"conll-crf init-config: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     write_config(args.output, config, args.recipe)
+    what = (
+        f"goes on training {args.source}"
+        if args.source
+        else f"{args.recipe}, lang {args.lang}, " + (f"vectors {args.vectors}" if args.vectors else "no static vectors")
+    )
     print(
-        f"wrote {args.output} ({args.recipe}, lang {args.lang}, "
-        f"{'vectors ' + args.vectors if args.vectors else 'no static vectors'}). Train with:\n"
+        f"wrote {args.output} ({what}). Train with:\n"
         f"  python -m spacy train {args.output} --paths.train train.spacy --paths.dev dev.spacy --output model"
     )
     return 0

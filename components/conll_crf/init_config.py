@@ -5,7 +5,7 @@ CPU pipeline; `trf_crf`, the transformer one), so a user with only the wheel
 trains what the project trains:
 
     conll-crf init-config config.cfg [--recipe cpu_crf|trf_crf] [--lang en] [--vectors PATH]
-        [--transformer roberta-base]
+        [--transformer roberta-base] [--source PIPELINE]
     conll-crf convert train.conll train.spacy
     conll-crf convert dev.conll dev.spacy
     python -m spacy train config.cfg --paths.train train.spacy --paths.dev dev.spacy --output model
@@ -14,7 +14,9 @@ Labels come from the training data (any labels; the tag scheme of the files is
 detected by `convert`). Static vectors are optional: without --vectors the CPU
 recipe trains without them (the project's default vectors are an encoder's
 input embeddings, built by its `vectors` step); with --vectors, a folder of
-spaCy vectors (`spacy init vectors`).
+spaCy vectors (`spacy init vectors`). With --source, the config goes on
+training an existing pipeline (e.g. en_conll_crf on reviewed corrections):
+its components are sourced, so their weights and labels are kept.
 """
 
 from importlib import resources
@@ -48,6 +50,21 @@ def init_config(
         if "transformer" not in config["paths"]:
             raise ValueError(f"--transformer applies to the trf_crf recipe, not {recipe}")
         config["paths"]["transformer"] = transformer
+    return config
+
+
+def source_config(source: str, recipe: str = "cpu_crf") -> Config:
+    """A config that goes on training the pipeline `source` (a package name or folder): every
+    component sourced from it (weights and labels kept), its vectors, the recipe's training
+    settings. For corrections from a review: `conll-crf corrections` writes the training data."""
+    import spacy
+
+    base = spacy.load(source).config
+    config = Config().from_str(recipe_text(recipe), interpolate=False)
+    config["nlp"] = {**config["nlp"], "lang": base["nlp"]["lang"], "pipeline": list(base["nlp"]["pipeline"])}
+    config["components"] = {name: {"source": source} for name in base["nlp"]["pipeline"]}
+    config["paths"]["vectors"] = source
+    config["initialize"]["vectors"] = "${paths.vectors}"
     return config
 
 
