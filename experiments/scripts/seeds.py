@@ -170,6 +170,11 @@ def trained_config_sha256(run: Path) -> Optional[str]:
         config.get(section, {}).pop("seed", None)
     for component in config.get("components", {}).values():  # how memory is kept, never a result
         component.pop("retain_freed_memory", None)
+        # prediction settings added in 0.4 at their defaults: a run saved before them trained the same recipe
+        if component.get("temperature_unseen", "absent") is None:
+            component.pop("temperature_unseen")
+        if component.get("thresholds", "absent") == {}:
+            component.pop("thresholds")
     return hashlib.sha256(config.to_str().encode("utf8")).hexdigest()
 
 
@@ -277,7 +282,7 @@ def summarize(args) -> None:
     lines = [
         "| run | seeds | "
         + " | ".join(label for _, label in METRICS)
-        + " | baseline | lead: dev / gold / raw / raw + sentencizer | invalid seqs | across sentences |",
+        + " | baseline | lead: dev / gold / raw / raw + sentencizer / unseen | invalid seqs | across sentences |",
         "|---|---|" + "---|" * len(METRICS) + "---|---|---|---|",
     ]
     for name, row in summary.items():
