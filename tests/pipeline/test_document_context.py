@@ -58,3 +58,23 @@ def test_crf_ner_learns_through_document_context():
     losses = train(nlp, n_iter=60)
     assert losses[-1] < losses[0] / 10
     assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
+
+
+def test_add_mode_keeps_the_width_and_its_gradient():
+    nlp = spacy.blank("en")
+    docs = [nlp("Germany beat GERMANY and germany .")]
+    rng = numpy.random.default_rng(1)
+    arrays = [rng.normal(size=(6, 3)).astype("float32")]
+    grads = []
+    model = build_document_context(fixed_vectors(arrays, grads), mode="add")
+    model.initialize(X=docs)
+    assert model.get_dim("nO") == 3
+    A = numpy.eye(6, dtype="float32")
+    A[numpy.ix_([0, 2, 4], [0, 2, 4])] = 1 / 3
+    Ys, backprop = model.begin_update(docs)
+    numpy.testing.assert_allclose(Ys[0], arrays[0] + A @ arrays[0], rtol=1e-6)
+    dY = rng.normal(size=(6, 3)).astype("float32")
+    backprop([dY])
+    numpy.testing.assert_allclose(grads[0], dY + A.T @ dY, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="mode must be 'concat' or 'add'"):
+        build_document_context(fixed_vectors(arrays, []), mode="max")

@@ -34,20 +34,24 @@ from thinc.types import Floats2d
 
 @registry.architectures("conll_crf.DocumentContext.v1")
 def build_document_context(
-    tok2vec: Model[List[Doc], List[Floats2d]], attr: str = "LOWER"
+    tok2vec: Model[List[Doc], List[Floats2d]], attr: str = "LOWER", mode: str = "concat"
 ) -> Model[List[Doc], List[Floats2d]]:
     """`tok2vec`'s vectors [n, D] -> [n, 2D]: each token's vector, then the mean
-    vector of the doc's tokens with the same `attr` (a spaCy token attribute)."""
+    vector of the doc's tokens with the same `attr` (a spaCy token attribute).
+    `mode` "add": [n, D], the token's vector plus that mean (the layers after it
+    stay as wide, and as fast, as without the context)."""
     attr_id = intify_attr(attr)
     if attr_id is None:
         raise ValueError(f"conll_crf.DocumentContext.v1: unknown token attribute {attr!r}")
+    if mode not in ("concat", "add"):
+        raise ValueError(f"conll_crf.DocumentContext.v1: mode must be 'concat' or 'add', not {mode!r}")
     return Model(
         "document_context",
         _forward,
         init=_init,
         layers=[tok2vec],
         dims={"nO": None},
-        attrs={"attr": attr_id},
+        attrs={"attr": attr_id, "mode": mode},
     )
 
 
@@ -55,7 +59,8 @@ def _init(model: Model, X=None, Y=None) -> None:
     tok2vec = model.layers[0]
     tok2vec.initialize(X=X)
     if tok2vec.has_dim("nO") and tok2vec.get_dim("nO"):
-        model.set_dim("nO", 2 * tok2vec.get_dim("nO"), force=True)
+        factor = 2 if model.attrs["mode"] == "concat" else 1
+        model.set_dim("nO", factor * tok2vec.get_dim("nO"), force=True)
 
 
 def _groups(doc: Doc, attr: int):
@@ -70,12 +75,13 @@ def _forward(model: Model, docs: List[Doc], is_train: bool):
     Xs, bp_tok2vec = tok2vec(docs, is_train)
     ops = model.ops
     attr = model.attrs["attr"]
+    add = model.attrs["mode"] == "add"
     groups = []
     Ys = []
     for doc, X in zip(docs, Xs):
         if not len(doc):
             groups.append(None)
-            Ys.append(ops.alloc2f(0, 2 * X.shape[1] if X.ndim == 2 else 0))
+            Ys.append(ops.alloc2f(0, (1 if add else 2) * X.shape[1] if X.ndim == 2 else 0))
             continue
         inverse, counts = _groups(doc, attr)
         inverse_d, counts_d = ops.asarray1i(inverse), ops.asarray1f(counts)
@@ -83,20 +89,20 @@ def _forward(model: Model, docs: List[Doc], is_train: bool):
         ops.scatter_add(sums, inverse_d, X)
         mean = (sums / counts_d[:, None])[inverse_d]
         groups.append((inverse_d, counts_d))
-        Ys.append(ops.xp.concatenate([X, mean], axis=1))
+        Ys.append(X + mean if add else ops.xp.concatenate([X, mean], axis=1))
 
     def backprop(dYs: List[Floats2d]) -> List[Floats2d]:
         dXs = []
         for dY, group in zip(dYs, groups):
+            width = dY.shape[1] if add else dY.shape[1] // 2
             if group is None:
-                dXs.append(ops.alloc2f(0, dY.shape[1] // 2 if dY.ndim == 2 else 0))
+                dXs.append(ops.alloc2f(0, width if dY.ndim == 2 else 0))
                 continue
             inverse_d, counts_d = group
-            width = dY.shape[1] // 2
-            d_mean = dY[:, width:]
+            d_mean = dY if add else dY[:, width:]
             d_sums = ops.alloc2f(len(counts_d), width)
             ops.scatter_add(d_sums, inverse_d, d_mean)
-            dXs.append(dY[:, :width] + (d_sums / counts_d[:, None])[inverse_d])
+            dXs.append((dY if add else dY[:, :width]) + (d_sums / counts_d[:, None])[inverse_d])
         return bp_tok2vec(dXs)
 
     return Ys, backprop
