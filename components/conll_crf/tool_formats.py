@@ -165,7 +165,8 @@ def write_queue(nlp, records, fmt: str, output, budget: int = 0, spans_key: str 
     output = Path(output)
     version = model_version_of(nlp)
     docs = list(nlp.pipe((r["text"] for r in records), batch_size=32))
-    scored = sorted(range(len(docs)), key=lambda i: (-expected_errors(docs[i], spans_key), i))
+    errors = [expected_errors(doc, spans_key) for doc in docs]  # once per doc: the order and the summary
+    scored = sorted(range(len(docs)), key=lambda i: (-errors[i], i))
     keep = scored[:budget] if budget else scored
     tasks = [to_tool(fmt, docs[i], records[i]["id"], version, spans_key) for i in keep]
     tmp = output.with_name(f".{output.name}.tmp")
@@ -182,6 +183,6 @@ def write_queue(nlp, records, fmt: str, output, budget: int = 0, spans_key: str 
     return {
         "documents": len(docs),
         "kept": len(keep),
-        "expected_errors_kept": round(sum(expected_errors(docs[i], spans_key) for i in keep), 2),
-        "expected_errors_all": round(sum(expected_errors(d, spans_key) for d in docs), 2),
+        "expected_errors_kept": round(sum(errors[i] for i in keep), 2),
+        "expected_errors_all": round(sum(errors), 2),
     }
