@@ -54,6 +54,22 @@ def test_each_tool_gets_its_own_format_with_the_probabilities(model):
     assert '<Label value="PER"/>' in label_studio_config(["LOC", "PER"])
 
 
+def test_label_studio_tasks_validate_with_label_studio_sdk(model):
+    """Label Studio's own validator (label-studio-sdk's LabelInterface, the labelling config we write) accepts every
+    task's prediction, and rejects one whose label the config lacks: the check is not vacuous."""
+    sdk = pytest.importorskip("label_studio_sdk.label_interface")
+    nlp = spacy.load(model)
+    interface = sdk.LabelInterface(label_studio_config(nlp.get_pipe("crf_ner").labels))
+    tasks = [to_label_studio(doc, i, "en_pipeline-0.0.0") for i, doc in enumerate(nlp.pipe(TEXTS))]
+    assert sum(len(t["predictions"][0]["result"]) for t in tasks) > 0
+    for task in tasks:
+        assert all(task["data"].get(obj.value_name) is not None for obj in interface.objects)
+        assert interface.validate_prediction(task["predictions"][0], return_errors=True) == []
+    wrong = json.loads(json.dumps(tasks[0]["predictions"][0]))
+    wrong["result"][0]["value"]["labels"] = ["NOT-A-LABEL"]
+    assert interface.validate_prediction(wrong, return_errors=True)
+
+
 def test_review_command_writes_the_queue_most_expected_errors_first(model, tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(json.dumps({"id": i, "text": t}) for i, t in enumerate(TEXTS)) + "\n\n")

@@ -243,7 +243,8 @@ def _init_config(args) -> int:
         if args.source:
             config = source_config(args.source, args.recipe)
         else:
-            config = init_config(args.recipe, args.lang, args.vectors, args.transformer)
+            # an empty value (a project variable left blank) means none
+            config = init_config(args.recipe, args.lang, args.vectors or None, args.transformer or None)
     except ValueError as err:
         print(f"conll-crf init-config: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -161,6 +161,21 @@ def test_docs_option(tmp_path, docs, expected):
     assert stats.docs == len(expected)
 
 
+@pytest.mark.parametrize("docs,expected", [("article", [5, 2, 2]), ("sentence", [5, 2, 2]), (2, [7, 2])])
+def test_a_file_without_docstart_is_one_doc_per_sentence_not_one_doc(tmp_path, docs, expected):
+    """No -DOCSTART- rows (WNUT, most corpora other than CoNLL-2003): the article boundaries are unknown, so
+    'article' falls back to sentences; N sentences per Doc where the user knows they belong together."""
+    text = "\n".join(line for line in IOB1.split("\n") if not line.startswith("-DOCSTART-"))
+    path = write(tmp_path, text)
+    articles, spans, stats, grouping = read_source(str(path), docs=docs)
+    out = list(docs_from_articles(Vocab(), articles, spans, stats, grouping))
+    assert [len(d) for d in out] == expected and stats.articles == 0
+    assert (stats.sentences, stats.tokens) == (3, 9)
+    assert sum(len(d.ents) for d in out) == 4
+    result = run_convert(path, tmp_path / "out.spacy")
+    assert result.returncode == 0 and "3 docs" in result.stdout and "one Doc per sentence" in result.stdout
+
+
 BAD = {
     "single-column": (IOB1.replace("rejects VBZ I-VP O", "rejects"), 4, "1 column"),
     "bad-tag": (IOB1.replace("call NN I-NP O", "call NN I-NP X-PER"), 6, "invalid NER tag 'X-PER'"),

@@ -412,20 +412,29 @@ def read_source(
 ) -> Tuple[List[Article], list, ConllStats, Union[str, int]]:
     """Read a raw CoNLL file or a HF dataset (`hf:NAME` or a local .parquet /
     .jsonl / .arrow file). Returns (articles, spans, stats, docs) where `docs`
-    is the grouping to use: HF data without -DOCSTART- rows has no articles, so
-    'article' falls back to one Doc per sentence there."""
+    is the grouping to use.
+
+    Data without -DOCSTART- rows (tweets, most corpora other than CoNLL-2003, and
+    the Hub's copy of CoNLL-2003, which drops them) has no article boundaries, so
+    'article' becomes one Doc per sentence there (`stats.articles` 0), not one Doc
+    of the whole file: which sentences belong together is unknown, and a group of
+    unrelated sentences would let document-level features (DocumentContext) read
+    across texts that have nothing to do with each other. `docs=N` groups N
+    sentences per Doc where the user knows that consecutive sentences belong together.
+    """
     if src.startswith("hf:") or Path(src).suffix.lower() in HF_SUFFIXES:
         dataset = load_hf_dataset(src, split)
-        name = f"{src}[{split}]"
-        articles, stats = parse_hf_dataset(dataset, name)
-        if docs == "article" and stats.docstart_lines == 0:
-            articles = [Article([s]) for a in articles for s in a.sentences]
-            docs = "sentence"
-        spans = decode_articles(articles, stats, scheme)
-        if docs == "sentence" and stats.docstart_lines == 0:
-            stats.articles = 0  # the data has no article boundaries
-        return articles, spans, stats, docs
-    articles, spans, stats = read_conll_file(src, scheme, sep)
+        articles, stats = parse_hf_dataset(dataset, f"{src}[{split}]")
+    else:
+        path = Path(src)
+        text = _decode_text(path.read_bytes(), str(path))
+        articles, stats = parse_conll_text(text, str(path), sep)
+    if stats.docstart_lines == 0 and docs in ("article", "sentence"):
+        articles = [Article([s]) for a in articles for s in a.sentences]
+        docs = "sentence"
+    spans = decode_articles(articles, stats, scheme)
+    if stats.docstart_lines == 0:
+        stats.articles = 0  # the data has no article boundaries
     return articles, spans, stats, docs
 
 
