@@ -448,8 +448,9 @@ def main() -> None:
     temps = {"temperature": float(t_all)}
     if args.train is not None:  # names never seen in training get a temperature of their own
         from calibration_shift import shift_report
+        from unseen_entities import training_names
 
-        names = {e.text for d in DocBin().from_disk(args.train).get_docs(nlp.vocab) for e in d.ents}
+        names = training_names(args.train, nlp.vocab)
         report["seen_unseen"] = shift_report(items, docs, names, args.seed)
         temps = report["seen_unseen"]["seen_unseen_T_on_all"]
     all_conf = confidences(items, t_all)

@@ -42,6 +42,7 @@ from spacy.tokens import DocBin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate import DocEntities, correctness, ece  # noqa: E402  (a sibling script)
+from unseen_entities import training_names  # noqa: E402  (a sibling script)
 
 from conll_crf.conll import gold_token_docs  # noqa: E402
 
@@ -118,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     nlp = spacy.load(args.model)
     pipe = nlp.get_pipe(args.name)
-    names = {e.text for d in DocBin().from_disk(args.train).get_docs(nlp.vocab) for e in d.ents}
+    names = training_names(args.train, nlp.vocab)
     refs = list(DocBin().from_disk(args.dev).get_docs(nlp.vocab))
     docs = gold_token_docs(nlp.vocab, refs)
     items = [DocEntities(pipe, d, g, em) for d, g, em in zip(docs, refs, pipe.emissions(docs))]

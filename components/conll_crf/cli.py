@@ -20,6 +20,7 @@ from typing import List, Optional
 
 from .annotate.job import EXIT_STOPPED, EXIT_USAGE, JobConfig, JobError, JobStopped, exit_code, run_job
 from .annotate.shards import OUTPUT_FORMATS
+from .tool_formats import FORMATS
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     review.add_argument("input", type=Path, help="JSONL file of records with a text (and an id)")
     review.add_argument("--model", required=True, help="pipeline package name or folder (e.g. en_conll_crf)")
-    review.add_argument("--format", dest="fmt", choices=("label-studio", "prodigy", "doccano"), required=True)
+    review.add_argument("--format", dest="fmt", choices=FORMATS, required=True)
     review.add_argument("--output", required=True, type=Path, help="tasks file to write")
     review.add_argument("--budget", type=int, default=0, help="documents to keep, most expected errors first (0: all)")
     review.add_argument("--text-field", default="text")
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     corr.add_argument("export", type=Path, help="the tool's export file")
-    corr.add_argument("--format", dest="fmt", choices=("label-studio", "prodigy", "doccano"), required=True)
+    corr.add_argument("--format", dest="fmt", choices=FORMATS, required=True)
     corr.add_argument("--output", required=True, type=Path, help=".spacy file to write")
     corr.add_argument("--model", default=None, help="pipeline whose tokenizer to use (default: blank --lang)")
     corr.add_argument("--lang", default="en")

@@ -18,15 +18,7 @@ from spacy.tokens import Doc
 def expected_errors(doc: Doc, spans_key: str = "crf_ner") -> float:
     """Expected entity errors in `doc`: sum of (1 - p) over its entities, plus p over the scored
     candidates that are not entities. A doc without the scored group raises ValueError."""
-    group = doc.spans.get(spans_key)
-    if group is None or "scores" not in group.attrs:
-        raise ValueError(f"doc has no scored spans under doc.spans[{spans_key!r}] (run crf_ner with confidence on)")
-    ents = {(e.start, e.end, e.label_) for e in doc.ents}
-    total = 0.0
-    for span, p in zip(group, group.attrs["scores"]):
-        key = (span.start, span.end, span.label_)
-        total += (1.0 - p) if key in ents else p
-    return total
+    return sum(r[4] for r in entity_error_probabilities(doc, spans_key))
 
 
 def entity_error_probabilities(doc: Doc, spans_key: str = "crf_ner") -> List[Tuple[int, int, str, str, float]]:
