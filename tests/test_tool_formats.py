@@ -4,6 +4,7 @@ import json
 
 import pytest
 import spacy
+from spacy.tokens import DocBin
 
 from conll_crf import cli
 from conll_crf.tool_formats import label_studio_config, to_doccano, to_label_studio, to_prodigy
@@ -89,3 +90,57 @@ def test_review_command_writes_the_queue_most_expected_errors_first(model, tmp_p
     src.write_text('{"id": 1, "text": "fine"}\n{"id": 2}\n')
     assert cli.main(["review", str(src), "--model", str(model), "--format", "doccano", "--output", str(out)]) == 2
     assert f"{src}:2: not a JSON object with a string 'text'" in capsys.readouterr().err
+
+
+def read_rounded(path):
+    """A tasks file (JSON or JSONL) with its floats rounded to 5 places."""
+    text = path.read_text()
+    if text.startswith("["):
+        return json.loads(text, parse_float=lambda x: round(float(x), 5))
+    return [json.loads(line, parse_float=lambda x: round(float(x), 5)) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_review_from_annotate_output_gives_the_tasks_of_annotating_here(model, tmp_path, fmt):
+    """`conll-crf annotate --review` (one machine here; Ray writes the same rows) then `conll-crf review` on its
+    folder: the same tasks, order and probabilities as reviewing the texts directly, with nothing annotated again."""
+    texts = TEXTS + [
+        "Ekeus met Peter Blackburn in Baghdad .",
+        "the EU and the U.N. .",
+        "Peter works in Brussels .",
+        "The European Commission met Ekeus .",
+        "Blackburn flew to Baghdad for the U.N. .",
+        "Nothing in Brussels either .",
+    ]  # distinct texts: no ties in the order for float32 noise to break
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(texts)) + "\n")
+    job = tmp_path / "job"
+    args = ["annotate", str(src), "--model", str(model), "--output", str(job), "--format", fmt, "--review"]
+    assert cli.main(args + ["--shard-size", "4", "--no-progress"]) == 0
+    for tool in ("label-studio", "prodigy", "doccano"):
+        direct, via_job = tmp_path / f"direct.{tool}", tmp_path / f"job.{tool}"
+        for source, out in ((src, direct), (job, via_job)):
+            argv = ["review", str(source), "--model", str(model), "--format", tool, "--output", str(out)]
+            assert cli.main(argv + ["--budget", "4"]) == 0
+        # the same tasks in the same order; the probabilities equal to float32 precision (the batches differ)
+        assert read_rounded(via_job) == read_rounded(direct)
+    corpus = tmp_path / "corpus.spacy"
+    nlp = spacy.load(model)
+    DocBin(docs=[nlp.make_doc(t) for t in texts]).to_disk(corpus)
+    out = tmp_path / "corpus.prodigy"
+    assert cli.main(["review", str(corpus), "--model", str(model), "--format", "prodigy", "--output", str(out)]) == 0
+    assert [json.loads(line)["text"] for line in out.read_text().splitlines()][:4] == [
+        json.loads(line)["text"] for line in (tmp_path / "direct.prodigy").read_text().splitlines()
+    ]
+
+
+def test_review_refuses_an_annotate_output_without_review_rows(model, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": 1, "text": TEXTS[0]}) + "\n")
+    job = tmp_path / "job"
+    assert cli.main(["annotate", str(src), "--model", str(model), "--output", str(job), "--no-progress"]) == 0
+    out = tmp_path / "t.jsonl"
+    assert cli.main(["review", str(job), "--model", str(model), "--format", "prodigy", "--output", str(out)]) == 2
+    assert "annotated without --review" in capsys.readouterr().err and not out.exists()
+    assert cli.main(["review", str(tmp_path), "--model", str(model), "--format", "prodigy", "--output", str(out)]) == 2
+    assert "without manifest.json" in capsys.readouterr().err

@@ -56,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         "write the first --budget as pre-annotated tasks for an annotation tool, with the probabilities.",
         formatter_class=_HelpFormatter,
     )
-    review.add_argument("input", type=Path, help="JSONL file of records with a text (and an id)")
+    review.add_argument(
+        "input",
+        type=Path,
+        help="JSONL file of records with a text (and an id), a .spacy corpus, or a `conll-crf annotate --review` "
+        "output folder (annotated there, on one machine or with Ray: nothing is annotated again)",
+    )
     review.add_argument("--model", required=True, help="pipeline package name or folder (e.g. en_conll_crf)")
     review.add_argument("--format", dest="fmt", choices=FORMATS, required=True)
     review.add_argument("--output", required=True, type=Path, help="tasks file to write")
@@ -161,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-id", type=int, default=-1, help="local: GPU to use (-1: CPU)")
     p.add_argument("--address", default=None, help="ray: cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--overwrite", action="store_true", help="delete the output folder's earlier job first")
+    p.add_argument(
+        "--review",
+        action="store_true",
+        help="rows also hold the text and the scored candidates that are not entities, for `conll-crf review`",
+    )
     bar = p.add_mutually_exclusive_group()
     bar.add_argument(
         "--progress", dest="progress", action="store_true", default=None, help="always show the progress bar"
@@ -201,17 +211,19 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _review(args) -> int:
     import spacy
 
-    from .tool_formats import read_jsonl_texts, write_queue
+    from .review_inputs import ReviewInputError, review_docs
+    from .tool_formats import write_queue
 
-    try:
-        records = read_jsonl_texts(args.input, args.text_field, args.id_field)
-    except (OSError, ValueError) as err:
-        print(f"conll-crf review: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     if args.budget < 0 or not args.output.parent.is_dir():
         print(f"conll-crf review: error: --budget must be >= 0 and {args.output.parent} a folder", file=sys.stderr)
         return EXIT_USAGE
-    summary = write_queue(spacy.load(args.model), records, args.fmt, args.output, args.budget)
+    nlp = spacy.load(args.model)
+    try:
+        items = review_docs(nlp, args.input, args.text_field, args.id_field)
+        summary = write_queue(nlp, items, args.fmt, args.output, args.budget)
+    except (OSError, ReviewInputError) as err:
+        print(f"conll-crf review: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     print(
         f"wrote {summary['kept']} of {summary['documents']} documents to {args.output} ({args.fmt}): "
         f"{summary['expected_errors_kept']} of {summary['expected_errors_all']} expected entity errors"

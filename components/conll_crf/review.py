@@ -30,8 +30,8 @@ def entity_error_probabilities(doc: Doc, spans_key: str = "crf_ner") -> List[Tup
         raise ValueError(f"doc has no scored spans under doc.spans[{spans_key!r}] (run crf_ner with confidence on)")
     ents = {(e.start, e.end, e.label_) for e in doc.ents}
     out = []
-    for span, p in zip(group, group.attrs["scores"]):
-        key = (span.start, span.end, span.label_)
+    for span, score in zip(group, group.attrs["scores"]):
+        key, p = (span.start, span.end, span.label_), float(score)  # float64: the scores may be float32
         out.append((*key, "predicted", 1.0 - p) if key in ents else (*key, "missed", p))
     return sorted(out, key=lambda r: -r[4])
 

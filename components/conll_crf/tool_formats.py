@@ -131,31 +131,12 @@ def model_version_of(nlp, name: Optional[str] = None) -> str:
     return name or f"{meta.get('lang', '')}_{meta.get('name', 'pipeline')}-{meta.get('version', '0.0.0')}"
 
 
-def read_jsonl_texts(path, text_field: str = "text", id_field: str = "id") -> List[Dict[str, Any]]:
-    """Records {"id", "text"} of a JSONL file; a line that is not a JSON object with a string text raises
-    ValueError naming the file and line. Blank lines are skipped; a missing id becomes "FILE:LINE"."""
-    import json
-
-    out = []
-    with open(path, encoding="utf8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON at column {err.colno}: {err.msg}") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
-                raise ValueError(f"{path}:{lineno}: not a JSON object with a string {text_field!r}")
-            out.append({"id": obj.get(id_field, f"{path}:{lineno}"), "text": obj[text_field]})
-    return out
-
-
-def write_queue(nlp, records, fmt: str, output, budget: int = 0, spans_key: str = "crf_ner") -> Dict[str, Any]:
-    """Annotate `records` ({"id", "text"}), order them by expected errors (most first), keep `budget`
-    (0: all) and write them as `fmt` tasks to `output` (Label Studio: a JSON list, with the labelling
-    config beside it as OUTPUT.config.xml; Prodigy and doccano: JSONL), through a temporary file.
-    Returns a summary (documents, kept, expected errors kept and in all)."""
+def write_queue(nlp, items, fmt: str, output, budget: int = 0, spans_key: str = "crf_ner") -> Dict[str, Any]:
+    """Order the annotated `items` ((id, Doc) pairs: `review_inputs.review_docs`) by expected errors (most
+    first), keep `budget` (0: all) and write them as `fmt` tasks to `output` (Label Studio: a JSON list, with
+    the labelling config beside it as OUTPUT.config.xml; Prodigy and doccano: JSONL), through a temporary
+    file. Only the kept Docs stay in memory. Returns a summary (documents, kept, expected errors kept and in all)."""
+    import heapq
     import json
     import os
     from pathlib import Path
@@ -164,11 +145,19 @@ def write_queue(nlp, records, fmt: str, output, budget: int = 0, spans_key: str 
         raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
     output = Path(output)
     version = model_version_of(nlp)
-    docs = list(nlp.pipe((r["text"] for r in records), batch_size=32))
-    errors = [expected_errors(doc, spans_key) for doc in docs]  # once per doc: the order and the summary
-    scored = sorted(range(len(docs)), key=lambda i: (-errors[i], i))
-    keep = scored[:budget] if budget else scored
-    tasks = [to_tool(fmt, docs[i], records[i]["id"], version, spans_key) for i in keep]
+    kept: List = []  # a heap of (errors, -position, id, doc): the smallest (least errors, latest) on top
+    n_docs, total = 0, 0.0
+    for position, (doc_id, doc) in enumerate(items):
+        errors = expected_errors(doc, spans_key)
+        n_docs += 1
+        total += errors
+        entry = (errors, -position, position, doc_id, doc)
+        if not budget or len(kept) < budget:
+            heapq.heappush(kept, entry)
+        elif entry[:2] > kept[0][:2]:
+            heapq.heapreplace(kept, entry)
+    ranked = sorted(kept, key=lambda e: (-e[0], e[2]))
+    tasks = [to_tool(fmt, doc, doc_id, version, spans_key) for _, _, _, doc_id, doc in ranked]
     tmp = output.with_name(f".{output.name}.tmp")
     with open(tmp, "w", encoding="utf8") as f:
         if fmt == "label-studio":
@@ -181,8 +170,8 @@ def write_queue(nlp, records, fmt: str, output, budget: int = 0, spans_key: str 
         labels = [p.labels for _, p in nlp.pipeline if hasattr(p, "labels") and hasattr(p, "training_names")]
         output.with_name(output.name + ".config.xml").write_text(label_studio_config(labels[0] if labels else []))
     return {
-        "documents": len(docs),
-        "kept": len(keep),
-        "expected_errors_kept": round(sum(errors[i] for i in keep), 2),
-        "expected_errors_all": round(sum(errors), 2),
+        "documents": n_docs,
+        "kept": len(ranked),
+        "expected_errors_kept": round(sum(e[0] for e in ranked), 2),
+        "expected_errors_all": round(total, 2),
     }

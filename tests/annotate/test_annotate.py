@@ -501,7 +501,7 @@ def test_ray_engine_gives_the_local_rows_even_when_a_worker_dies(tmp_path):
         (tmp_path / "t" / f"{i}.txt").write_text(text_of(i))
     pq.write_table(pa.table({"text": [text_of(i) for i in range(9)]}), tmp_path / "p.parquet", row_group_size=4)
     inputs = [src, tmp_path / "t", tmp_path / "p.parquet"]
-    cfg = dict(code=[CODE], shard_size=8)
+    cfg = dict(code=[CODE], shard_size=8, review=True)  # review rows (text, candidates) for `conll-crf review`
     marker.write_text("local run: do not crash")
     local = run_job(job(inputs, model, tmp_path / "local", **cfg))
     marker.unlink()
@@ -515,6 +515,7 @@ def test_ray_engine_gives_the_local_rows_even_when_a_worker_dies(tmp_path):
     assert ray_manifest["counts"] == local["counts"]
     assert ray_manifest["counts"]["records"] == 37 + 3 + 9
     assert read_rows(tmp_path / "ray") == read_rows(tmp_path / "local")
+    assert all(isinstance(r["text"], str) and r["candidates"] == [] for r in read_rows(tmp_path / "ray"))
     assert read_rows(tmp_path / "ray", "errors") == read_rows(tmp_path / "local", "errors")
     assert "ray" in ray_manifest["runs"][0]["versions"]
 

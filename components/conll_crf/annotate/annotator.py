@@ -7,7 +7,9 @@ one per record, `{"id", "source", "position", "entities": [{"start_char",
 "end_char", "label", "text", "score"}]}`. `score` is the entity's probability
 where the pipeline gives one: a SpanGroup `doc.spans[scores_key]` with
 `attrs["scores"]` (spaCy's spancat convention, which `crf_ner` follows) that holds
-the same span with the same label; otherwise None.
+the same span with the same label; otherwise None. With `review`, rows also hold
+the record's `text` and its `candidates`: the other scored spans of that group
+(same keys), the alternatives a review queue needs (`conll-crf review` reads them).
 
 Documents longer than `max_chars` (default: the pipeline's `nlp.max_length`) are
 annotated in pieces of at most `max_chars` characters, cut at the last paragraph
@@ -189,7 +191,8 @@ class Annotator:
     max_chars (int): longer texts are annotated in pieces (0: the pipeline's nlp.max_length).
     scores_key (str): the `doc.spans` key whose attrs["scores"] give entity probabilities.
     retain_freed_memory (bool): keep freed memory for reuse in this process
-        (`process.retain_freed_memory`); False also overrides any crf_ner whose config turns it on."""
+        (`process.retain_freed_memory`); False also overrides any crf_ner whose config turns it on.
+    review (bool): rows also hold the text and the scored candidates that are not entities."""
 
     def __init__(
         self,
@@ -203,6 +206,7 @@ class Annotator:
         max_chars: int = 0,
         scores_key: str = "crf_ner",
         retain_freed_memory: bool = True,
+        review: bool = False,
     ) -> None:
         pin_threads(threads)
         import spacy
@@ -233,6 +237,7 @@ class Annotator:
         if self.max_chars > self.nlp.max_length:
             self.nlp.max_length = self.max_chars
         self.scores_key = scores_key
+        self.review = review
 
     def entities(self, doc, offset: int = 0) -> List[Dict]:
         """The output rows' entity dicts of `doc`, character offsets shifted by `offset`."""
@@ -252,6 +257,24 @@ class Annotator:
             for ent in doc.ents
         ]
 
+    def candidates(self, doc, offset: int = 0) -> List[Dict]:
+        """The scored spans of `doc.spans[scores_key]` that are not entities, as the entities' dicts."""
+        group = doc.spans.get(self.scores_key)
+        if group is None or "scores" not in group.attrs:
+            return []
+        ents = {(e.start, e.end, e.label_) for e in doc.ents}
+        return [
+            {
+                "start_char": span.start_char + offset,
+                "end_char": span.end_char + offset,
+                "label": span.label_,
+                "text": span.text,
+                "score": float(score),
+            }
+            for span, score in zip(group, group.attrs["scores"])
+            if (span.start, span.end, span.label_) not in ents
+        ]
+
     def _run(self, batch: List[Tuple[int, int, str]], rows: List[Dict]) -> int:
         """Annotate (record index, offset, text) pieces into `rows`, all or none of
         them (a batch that raises adds nothing); returns the number of tokens."""
@@ -259,10 +282,12 @@ class Annotator:
         n_words = 0
         with self.nlp.memory_zone():
             for (i, off, _), doc in zip(batch, self.nlp.pipe([p[2] for p in batch], batch_size=self.batch_size)):
-                found.append((i, self.entities(doc, off)))
+                found.append((i, self.entities(doc, off), self.candidates(doc, off) if self.review else None))
                 n_words += len(doc)
-        for i, ents in found:
+        for i, ents, cands in found:
             rows[i]["entities"].extend(ents)
+            if cands is not None:
+                rows[i]["candidates"].extend(cands)
         return n_words
 
     def annotate(
@@ -277,6 +302,9 @@ class Annotator:
         for i, rec in enumerate(records):
             pieces.extend((i, off, piece) for off, piece in split_text(rec.text, self.max_chars))
         rows = [{"id": r.id, "source": r.source, "position": r.position, "entities": []} for r in records]
+        if self.review:
+            for row, rec in zip(rows, records):
+                row.update({"text": rec.text, "candidates": []})
         failed: Dict[int, str] = {}
         total_words = 0
         for b, batch in batches(pieces, self.batch_size, self.batch_chars):

@@ -3,7 +3,7 @@
 The output folder holds:
 - `entities/part-NNNNN.parquet` (or `.jsonl`): one row per annotated record, in
   input order: `id`, `source`, `position`, `entities` (a list of `{start_char,
-  end_char, label, text, score}`);
+  end_char, label, text, score}`); with `--review`, also `text` and `candidates`;
 - `errors/part-NNNNN.*` (only for shards that had one): one row per record that
   could not be annotated: `id` (null where unknown), `source`, `position`,
   `reason`. Every input record is in exactly one of the two;
@@ -83,6 +83,7 @@ class JobConfig:
     gpu_id: int = -1
     address: Optional[str] = None
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
+    review: bool = False  # rows also hold the text and the scored candidates (`conll-crf review` reads them)
 
     def output_args(self) -> Dict:
         """The arguments that shape the output: a resumed job must repeat them."""
@@ -94,6 +95,7 @@ class JobConfig:
             "max_chars": self.max_chars,
             "scores_key": self.scores_key,
             "code": [str(c) for c in self.code],
+            "review": self.review,
         }
 
     def annotator_kwargs(self) -> Dict:
@@ -106,6 +108,7 @@ class JobConfig:
             "max_chars": self.max_chars,
             "scores_key": self.scores_key,
             "retain_freed_memory": self.retain_freed_memory,
+            "review": self.review,
         }
 
 
@@ -252,9 +255,10 @@ class Job:
         diff = self.plan.differences(before.get("plan", {}))
         args, old_args = self.config.output_args(), before.get("arguments", {})
         for key in args:
-            if args[key] != old_args.get(key):
+            was = old_args.get(key, False if key == "review" else None)  # jobs from before --review had none
+            if args[key] != was:
                 flag = {"output_format": "--format"}.get(key, "--" + key.replace("_", "-"))
-                diff.append(f"{flag} is {args[key]!r}, the job's was {old_args.get(key)!r}")
+                diff.append(f"{flag} is {args[key]!r}, the job's was {was!r}")
         meta, old_meta = self._identity()["model_meta"], before.get("model_meta", {})
         if meta != old_meta and "--model" not in " ".join(diff):
             diff.append(

@@ -40,10 +40,11 @@ def _schemas() -> Dict:
     rows = pa.schema(
         [("id", pa.string()), ("source", pa.string()), ("position", pa.int64()), ("entities", pa.list_(entity))]
     )
+    review = rows.append(pa.field("text", pa.string())).append(pa.field("candidates", pa.list_(entity)))
     errors = pa.schema(
         [("id", pa.string()), ("source", pa.string()), ("position", pa.int64()), ("reason", pa.string())]
     )
-    return {"entities": rows, "errors": errors}
+    return {"entities": rows, "entities_review": review, "errors": errors}
 
 
 def _tmp_name(path: Path) -> Path:
@@ -52,7 +53,7 @@ def _tmp_name(path: Path) -> Path:
 
 
 def _write_atomic(path: Path, rows: List[Dict], fmt: str, kind: str) -> None:
-    """Rows of `kind` ("entities" or "errors") to `path`, via a temporary name."""
+    """Rows of `kind` ("entities", "entities_review" or "errors") to `path`, via a temporary name."""
     tmp = _tmp_name(path)
     if fmt == "parquet":
         import pyarrow as pa
@@ -143,7 +144,7 @@ def process_shard(
         _write_atomic(output / "errors" / name, errors, fmt, "errors")
     else:
         (output / "errors" / name).unlink(missing_ok=True)
-    _write_atomic(output / "entities" / name, rows, fmt, "entities")
+    _write_atomic(output / "entities" / name, rows, fmt, "entities_review" if annotator.review else "entities")
     status = {
         "index": index,
         "file": f"entities/{name}",
