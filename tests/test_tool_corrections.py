@@ -9,7 +9,7 @@ from spacy.tokens import DocBin
 
 from conll_crf import cli
 from conll_crf.tool_corrections import CorrectionsError, read_corrections
-from tests.pipeline.test_component import crf_config, train
+from tests.pipeline.test_component import saved_crf_pipeline
 
 TEXT = "Ekeus heads for Baghdad with Ann Smith ."
 
@@ -82,10 +82,7 @@ def test_doccano_both_forms_and_bad_records_name_where(tmp_path):
 
 
 def test_a_pipeline_goes_on_training_on_corrections_and_keeps_its_labels(tmp_path, capsys):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("crf_ner", config=crf_config())
-    train(nlp, n_iter=20)
-    nlp.to_disk(tmp_path / "model")
+    nlp = spacy.load(saved_crf_pipeline(tmp_path / "model", n_iter=20))
     export = tmp_path / "doccano.jsonl"
     export.write_text(
         "\n".join(json.dumps({"text": TEXT, "label": [[0, 5, "PER"], [16, 23, "LOC"]]}) for _ in range(4))

@@ -8,7 +8,7 @@ from spacy.tokens import DocBin
 
 from conll_crf import cli
 from conll_crf.tool_formats import label_studio_config, to_doccano, to_label_studio, to_prodigy
-from tests.pipeline.test_component import crf_config, train
+from tests.pipeline.test_component import saved_crf_pipeline
 
 TEXTS = [
     "Peter Blackburn works for the European Commission in Brussels .",
@@ -19,12 +19,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("crf_ner", config=crf_config())
-    train(nlp, n_iter=40)
-    path = tmp_path_factory.mktemp("tools") / "model"
-    nlp.to_disk(path)
-    return path
+    return saved_crf_pipeline(tmp_path_factory.mktemp("tools") / "model", n_iter=40)
 
 
 def test_each_tool_gets_its_own_format_with_the_probabilities(model):

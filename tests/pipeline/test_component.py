@@ -75,6 +75,15 @@ def train(nlp, n_iter=60):
     return losses_seen
 
 
+def saved_crf_pipeline(path, n_iter=60):
+    """A blank English pipeline with a crf_ner (`crf_config()`) trained `n_iter` steps, saved to `path`."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", config=crf_config())
+    train(nlp, n_iter=n_iter)
+    nlp.to_disk(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def trained_nlp():
     nlp = spacy.blank("en")

@@ -6,7 +6,7 @@ import json
 import pytest
 import spacy
 
-from tests.pipeline.test_component import crf_config, train
+from tests.pipeline.test_component import saved_crf_pipeline
 
 TEXT = "Peter Blackburn works for the European Commission in Brussels ."
 SETTINGS = {"threshold": 0.6, "candidate_threshold": 0.3, "temperature": 1.3, "spans_key": "scored"}
@@ -14,12 +14,7 @@ SETTINGS = {"threshold": 0.6, "candidate_threshold": 0.3, "temperature": 1.3, "s
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("crf_ner", config=crf_config())
-    train(nlp, n_iter=60)
-    path = tmp_path_factory.mktemp("settings") / "model"
-    nlp.to_disk(path)
-    return path
+    return saved_crf_pipeline(tmp_path_factory.mktemp("settings") / "model", n_iter=60)
 
 
 def scored(doc, key="crf_ner"):
