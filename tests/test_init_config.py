@@ -6,7 +6,7 @@ import spacy
 from spacy.cli.train import train
 
 from conll_crf import cli
-from conll_crf.init_config import RECIPES, init_config, recipe_text
+from conll_crf.init_config import RECIPES, embed_config, init_config, recipe_text
 
 SENTENCES = [
     [("I", "O"), ("like", "O"), ("The", "B-creative-work"), ("Hobbit", "I-creative-work"), (".", "O")],
@@ -35,10 +35,9 @@ def test_the_package_ships_the_projects_recipes():
 def test_init_config_without_vectors_for_another_language():
     config = init_config("cpu_crf", lang="nl")
     assert config["nlp"]["lang"] == "nl" and config["paths"]["vectors"] is None
-    assert config["components"]["crf_ner"]["model"]["tok2vec"]["embed"]["include_static_vectors"] is False
-    assert init_config("cpu_crf", vectors="my_vectors")["components"]["crf_ner"]["model"]["tok2vec"]["embed"][
-        "include_static_vectors"
-    ]
+    assert embed_config(config["components"]["crf_ner"]["model"])["include_static_vectors"] is False
+    with_vectors = init_config("cpu_crf", vectors="my_vectors")
+    assert embed_config(with_vectors["components"]["crf_ner"]["model"])["include_static_vectors"] is True
     assert init_config("trf_crf", transformer="my/encoder")["paths"]["transformer"] == "my/encoder"
     with pytest.raises(ValueError, match="--transformer applies to the trf_crf recipe"):
         init_config("cpu_crf", transformer="x")
@@ -65,3 +64,11 @@ def test_a_user_trains_on_their_own_labels_with_the_package_alone(tmp_path, caps
     overrides["paths.train"] = str(train_conll)
     with pytest.raises(ValueError, match=r"no training examples.*reads \.spacy files.*conll-crf convert"):
         train(tmp_path / "config.cfg", tmp_path / "model2", overrides=overrides)
+
+
+def test_embed_config_is_found_inside_wrappers():
+    embed = {"@architectures": "conll_crf.HashCharEmbed.v3", "include_static_vectors": True}
+    plain = {"tok2vec": {"@architectures": "spacy.Tok2Vec.v2", "embed": embed}}
+    wrapped = {"tok2vec": {"@architectures": "conll_crf.DocumentContext.v1", "tok2vec": plain["tok2vec"]}}
+    listener = {"tok2vec": {"@architectures": "spacy-transformers.TransformerListener.v1"}}
+    assert embed_config(plain) is embed and embed_config(wrapped) is embed and embed_config(listener) is None

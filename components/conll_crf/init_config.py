@@ -35,6 +35,17 @@ def recipe_text(recipe: str) -> str:
     return resources.files("conll_crf").joinpath("configs", f"{recipe}.cfg").read_text(encoding="utf8")
 
 
+def embed_config(model: dict) -> Optional[dict]:
+    """The `embed` block of a model config's tok2vec, however deep wrappers (e.g. DocumentContext.v1's
+    `tok2vec`) put it; None for a tok2vec without one (a transformer listener)."""
+    node = model.get("tok2vec")
+    while isinstance(node, dict):
+        if isinstance(node.get("embed"), dict):
+            return node["embed"]
+        node = node.get("tok2vec")
+    return None
+
+
 def init_config(
     recipe: str = "cpu_crf", lang: str = "en", vectors: Optional[str] = None, transformer: Optional[str] = None
 ) -> Config:
@@ -43,7 +54,7 @@ def init_config(
     config = Config().from_str(recipe_text(recipe), interpolate=False)
     config["nlp"]["lang"] = lang
     config["paths"]["vectors"] = vectors
-    embed = config["components"]["crf_ner"]["model"]["tok2vec"].get("embed")
+    embed = embed_config(config["components"]["crf_ner"]["model"])
     if embed is not None and "include_static_vectors" in embed:
         embed["include_static_vectors"] = vectors is not None
     if transformer is not None:
