@@ -65,7 +65,7 @@ DocBin(docs=docs[:200], store_user_data=True).to_disk(sys.argv[1] + '/train.spac
 DocBin(docs=docs[-20:], store_user_data=True).to_disk(sys.argv[1] + '/dev.spacy')" "$WORK" || status=1
 stage train_cpu_config_on_gpu 40 python3 scripts/train.py configs/cpu_crf.cfg "$WORK/cpu_crf" --gpu-id 0 \
     --max-steps 20 --train "$WORK/train.spacy" --dev "$WORK/dev.spacy" --training.eval_frequency 10 \
-    --paths.vectors null --components.crf_ner.model.tok2vec.embed.include_static_vectors false
+    --paths.vectors null --components.crf_ner.model.tok2vec.tok2vec.embed.include_static_vectors false
 # pytorch-crf's Viterbi traces back with one .item() (a host sync) per step: few repeats
 stage bench_crf 80 python3 scripts/bench_crf.py --device cuda --shapes 256x128x9,256x128x17,64x512x9 --repeats 4 \
     --block 2 --json "$OUT/bench_crf_gpu.json"

@@ -31,6 +31,18 @@ from main_job import gpu_id_arg  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def static_vector_keys(config, prefix: str = "") -> list:
+    """The dotted config keys of every `include_static_vectors` that is on (e.g.
+    components.crf_ner.model.tok2vec.tok2vec.embed.include_static_vectors)."""
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            keys += static_vector_keys(value, f"{prefix}{key}.")
+        elif key == "include_static_vectors" and value is True:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path)
@@ -56,10 +68,11 @@ def main() -> None:
         if (ROOT / vectors).exists():
             overrides["paths.vectors"] = str(ROOT / vectors)
         else:
+            flags = " ".join(f"--{key} false" for key in static_vector_keys(config))
             sys.exit(
                 f"{args.config}: its static vectors {vectors!r} do not exist (from {Path.cwd()} nor from {ROOT}): "
                 "run `python -m spacy project run vectors` first, or train without them: "
-                "--paths.vectors null --components.<component>.model.tok2vec.embed.include_static_vectors false"
+                f"--paths.vectors null {flags}"
             )
     args.output.mkdir(parents=True, exist_ok=True)
     start = time.time()

@@ -224,6 +224,9 @@ def test_train_py_says_what_to_run_when_the_static_vectors_are_missing(tmp_path)
     )
     assert result.returncode != 0
     assert "'assets/no_such_vectors' do not exist" in result.stderr and "spacy project run vectors" in result.stderr
+    # the exact overrides that train without them, wherever the config's embed block sits
+    assert "--paths.vectors null --components.crf_ner.model." in result.stderr
+    assert ".embed.include_static_vectors false" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
