@@ -163,8 +163,8 @@ def report(args) -> None:
         f"{runs[0]['train_tokens']:,} tokens); seeds {', '.join(str(r['seed']) for r in runs)}; "
         f"{runs[0]['config']} with max_steps {runs[0]['max_steps']}; dev F (eng.testa) of each run's best checkpoint.",
         "",
-        "| round | arm | labelled tokens (mean) | dev F, mean ± sd | per seed |",
-        "|---|---|---|---|---|",
+        "| round | arm | labelled tokens (mean) | dev F, mean ± sd | per seed | calibrated - random, per seed |",
+        "|---|---|---|---|---|---|",
     ]
     curves = {}
     for arm in ARMS:
@@ -177,7 +177,11 @@ def report(args) -> None:
             ys.append(fs.mean())
             sds.append(sd)
             per_seed = ", ".join(f"{f:.2f}" for f in fs)
-            lines.append(f"| {k} | {arm} | {toks:,.0f} | {fs.mean():.2f} ± {sd:.2f} | {per_seed} |")
+            lead = ""
+            if arm == "calibrated" and k > 0:
+                diffs = [(r["arms"]["calibrated"][k]["dev_f"] - r["arms"]["random"][k]["dev_f"]) * 100 for r in runs]
+                lead = ", ".join(f"{d:+.2f}" for d in diffs)
+            lines.append(f"| {k} | {arm} | {toks:,.0f} | {fs.mean():.2f} ± {sd:.2f} | {per_seed} | {lead} |")
         curves[arm] = (xs, ys, sds)
     print("\n".join(lines))
     if args.md:
