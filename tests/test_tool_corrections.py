@@ -110,3 +110,79 @@ def test_a_pipeline_goes_on_training_on_corrections_and_keeps_its_labels(tmp_pat
     spacy_train(tmp_path / "tune.cfg", tmp_path / "tuned", overrides=overrides)
     tuned = spacy.load(tmp_path / "tuned" / "model-last")
     assert tuned.get_pipe("crf_ner").labels == nlp.get_pipe("crf_ner").labels == ("LOC", "MISC", "ORG", "PER")
+
+
+def accepted_unchanged(task, fmt):
+    """What the tool exports when a reviewer accepts the pre-annotation as it is."""
+    if fmt == "label-studio":
+        return {**task, "annotations": [{"result": task["predictions"][0]["result"], "was_cancelled": False}]}
+    if fmt == "prodigy":
+        return {**task, "answer": "accept", "_view_id": "ner_manual"}
+    return task
+
+
+@pytest.mark.parametrize("fmt", ["label-studio", "prodigy", "doccano"])
+def test_round_trip_annotate_export_import_gives_the_same_entities(tmp_path, fmt):
+    """annotate -> the tool's tasks -> accepted unchanged -> corrections: exactly the model's entities, any tool."""
+    from conll_crf.review_inputs import review_docs
+    from conll_crf.tool_formats import write_queue
+
+    model = saved_crf_pipeline(tmp_path / "model", n_iter=40)
+    nlp = spacy.load(model)
+    texts = [TEXT, "Peter Blackburn works for the European Commission in Brussels .", "Nothing here ."]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)) + "\n")
+    tasks_path = tmp_path / "tasks"
+    write_queue(nlp, review_docs(nlp, src), fmt, tasks_path)
+    if fmt == "label-studio":
+        tasks = json.loads(tasks_path.read_text())
+        by_text = {t["data"]["text"]: t for t in tasks}
+        export = [accepted_unchanged(t, fmt) for t in tasks]
+        (tmp_path / "export").write_text(json.dumps(export))
+    else:
+        tasks = [json.loads(line) for line in tasks_path.read_text().splitlines()]
+        by_text = {t["text"]: t for t in tasks}
+        (tmp_path / "export").write_text("\n".join(json.dumps(accepted_unchanged(t, fmt)) for t in tasks) + "\n")
+    assert set(by_text) == set(texts)
+    docs, counts = read_corrections(tmp_path / "export", fmt, nlp, labels=set(nlp.get_pipe("crf_ner").labels))
+    predicted = {doc.text: ents(doc) for doc in nlp.pipe(texts)}
+    assert sum(len(v) for v in predicted.values()) > 0
+    assert {doc.text: ents(doc) for doc in docs} == predicted
+    assert counts["partial"] == 0 and all(t.ent_iob_ in ("B", "I", "O") for doc in docs for t in doc)
+
+
+def test_bad_exports_name_the_record_and_write_nothing(tmp_path, capsys):
+    model = saved_crf_pipeline(tmp_path / "model", n_iter=5)
+    nlp = spacy.load(model)
+    labels = set(nlp.get_pipe("crf_ner").labels)
+    cases = {
+        "out-of-range": ("doccano", {"text": TEXT, "label": [[16, 99, "LOC"]]}, "out of the text's range 0-40"),
+        "inside-a-token": ("doccano", {"text": TEXT, "label": [[17, 23, "LOC"]]}, "does not fall on token boundaries"),
+        "overlap": ("doccano", {"text": TEXT, "label": [[16, 23, "LOC"], [20, 23, "ORG"]]}, "overlap"),
+        "unknown-label": ("doccano", {"text": TEXT, "label": [[0, 5, "PERSON"]]}, "label 'PERSON' is not one"),
+        "missing-field": ("prodigy", {"spans": [], "answer": "accept"}, "no 'text' field"),
+        "doccano-as-prodigy": ("prodigy", {"text": TEXT, "label": [[0, 5, "PER"]]}, "has doccano's form"),
+        "prodigy-as-doccano": ("doccano", {"text": TEXT, "spans": []}, "has prodigy's form"),
+        "label-studio-as-doccano": ("doccano", {"data": {"text": TEXT}, "annotations": []}, "has label-studio's"),
+    }
+    for name, (fmt, record, message) in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps({"text": "fine .", "label": []} if fmt == "doccano" else {"text": "fine ."}) + "\n")
+        path.write_text(path.read_text() + json.dumps(record) + "\n")
+        out = tmp_path / f"{name}.spacy"
+        argv = ["corrections", str(path), "--format", fmt, "--output", str(out), "--model", str(model)]
+        assert cli.main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert f"{path}:2: " in err and message in err, (name, err)
+        assert not out.exists()
+    listing = tmp_path / "ls.json"
+    listing.write_text(json.dumps([{"data": {"text": TEXT}}]))
+    argv = ["corrections", str(listing), "--format", "prodigy", "--output", str(tmp_path / "x.spacy")]
+    assert cli.main(argv) == 2 and "a JSON list, as Label Studio exports" in capsys.readouterr().err
+    # told to add it, a new label is taken and counted
+    path = tmp_path / "new.jsonl"
+    path.write_text(json.dumps({"text": TEXT, "label": [[0, 5, "PERSON"]]}) + "\n")
+    argv = ["corrections", str(path), "--format", "doccano", "--output", str(tmp_path / "new.spacy")]
+    assert cli.main(argv + ["--model", str(model), "--add-labels"]) == 0
+    assert "new labels (--add-labels): PERSON 1" in capsys.readouterr().out
+    assert labels  # the model's own labels were the reference

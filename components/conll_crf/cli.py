@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     corr.add_argument("--output", required=True, type=Path, help=".spacy file to write")
     corr.add_argument("--model", default=None, help="pipeline whose tokenizer to use (default: blank --lang)")
     corr.add_argument("--lang", default="en")
+    corr.add_argument(
+        "--add-labels", action="store_true", help="accept labels the --model does not know (trained as new labels)"
+    )
     p = sub.add_parser(
         "annotate",
         help="annotate JSONL / Parquet / text files with a spaCy pipeline, resumably, locally or on Ray",
@@ -237,8 +240,12 @@ def _corrections(args) -> int:
     from .tool_corrections import CorrectionsError, write_corrections
 
     nlp = spacy.load(args.model) if args.model else spacy.blank(args.lang)
+    known = None
+    if args.model:  # the labels of the pipeline's entity recognizers
+        ner = [pipe for name, pipe in nlp.pipeline if nlp.get_pipe_meta(name).factory in ("crf_ner", "ner", "beam_ner")]
+        known = {label for pipe in ner for label in pipe.labels}
     try:
-        counts = write_corrections(args.export, args.fmt, nlp, args.output)
+        counts = write_corrections(args.export, args.fmt, nlp, args.output, known, args.add_labels)
     except (OSError, CorrectionsError) as err:
         print(f"conll-crf corrections: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -246,6 +253,8 @@ def _corrections(args) -> int:
         f"wrote {args.output}: {counts['docs']} docs ({counts['partial']} partly reviewed), {counts['entities']} "
         f"entities from {counts['records']} records ({counts['skipped']} skipped: not accepted or not annotated)"
     )
+    if counts.get("new_labels"):
+        print("new labels (--add-labels): " + ", ".join(f"{k} {v}" for k, v in sorted(counts["new_labels"].items())))
     return 0
 
 

@@ -18,9 +18,12 @@ marginalises over in training instead of learning "no entity" there:
 - doccano (JSONL): `label` as [start, end, label] (or `entities` with
   start_offset/end_offset/label); the whole text was reviewed.
 
-An entity whose offsets do not fall on token boundaries of the tokenization is
-an error naming the file, the record and the span; so are missing fields and
-overlapping entities. Nothing is written unless every record is read.
+An entity whose offsets are out of the text or do not fall on token boundaries
+of the tokenization is an error naming the file, the record and the span; so
+are missing fields, overlapping entities, a label the model does not know (with
+--model; `--add-labels` takes it as a new label) and a record in another tool's
+form (a file given with the wrong --format). Nothing is written unless every
+record is read.
 """
 
 import json
@@ -56,6 +59,10 @@ def _records(path: Path, fmt: str) -> Iterator[Tuple[str, dict]]:
         return
     with path.open(encoding="utf8") as f:
         for lineno, line in enumerate(f, start=1):
+            if lineno == 1 and line.lstrip().startswith("["):
+                raise CorrectionsError(
+                    f"{path}:1: a JSON list, as Label Studio exports; {fmt} exports are JSON lines (--format?)"
+                )
             if line.strip():
                 try:
                     yield f"{path}:{lineno}", json.loads(line)
@@ -63,6 +70,19 @@ def _records(path: Path, fmt: str) -> Iterator[Tuple[str, dict]]:
                     raise CorrectionsError(
                         f"{path}:{lineno}: not valid JSON at column {err.colno}: {err.msg}"
                     ) from None
+
+
+def _other_format(record, fmt: str) -> Optional[str]:
+    """The tool whose format `record` has, where it is plainly not `fmt`'s (a file given with the wrong --format)."""
+    if not isinstance(record, dict):
+        return None
+    if fmt != "label-studio" and "data" in record and ("annotations" in record or "predictions" in record):
+        return "label-studio"
+    if fmt != "prodigy" and "spans" in record and "label" not in record and "entities" not in record:
+        return "prodigy"
+    if fmt != "doccano" and ("label" in record or "entities" in record) and "spans" not in record:
+        return "doccano"
+    return None
 
 
 def _need(obj, key: str, kind, where: str):
@@ -113,14 +133,20 @@ def _doccano(task: dict, where: str) -> Optional[Tuple[str, List[Entity], bool]]
 READERS = {"label-studio": _label_studio, "prodigy": _prodigy, "doccano": _doccano}
 
 
-def read_corrections(path, fmt: str, nlp) -> Tuple[List[Doc], Dict[str, int]]:
-    """The export's reviewed records as Docs (gold entities; missing where nobody looked) and counts."""
+def read_corrections(path, fmt: str, nlp, labels=None, add_labels: bool = False) -> Tuple[List[Doc], Dict[str, int]]:
+    """The export's reviewed records as Docs (gold entities; missing where nobody looked) and counts.
+    `labels`: the labels the model knows; an entity with another label is an error unless `add_labels`
+    (then counted in `counts["new_labels"]`)."""
     if fmt not in READERS:
         raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
     path = Path(path)
     docs, counts = [], {"records": 0, "docs": 0, "skipped": 0, "partial": 0, "entities": 0}
+    new_labels: Dict[str, int] = {}
     for where, record in _records(path, fmt):
         counts["records"] += 1
+        other = _other_format(record, fmt)
+        if other is not None:
+            raise CorrectionsError(f"{where}: this record has {other}'s form, not {fmt}'s (--format {other}?)")
         read = READERS[fmt](record, where)
         if read is None:
             counts["skipped"] += 1
@@ -129,6 +155,17 @@ def read_corrections(path, fmt: str, nlp) -> Tuple[List[Doc], Dict[str, int]]:
         doc = nlp.make_doc(text)
         spans = []
         for start, end, label in sorted(ents):
+            if not 0 <= start < end <= len(text):
+                raise CorrectionsError(
+                    f"{where}: the entity ({label}, characters {start}-{end}) is out of the text's range 0-{len(text)}"
+                )
+            if labels is not None and label not in labels:
+                if not add_labels:
+                    raise CorrectionsError(
+                        f"{where}: label {label!r} is not one the model knows ({', '.join(sorted(labels))}); "
+                        "--add-labels trains it as a new label"
+                    )
+                new_labels[label] = new_labels.get(label, 0) + 1
             span = doc.char_span(start, end, label=label)
             if span is None:
                 raise CorrectionsError(
@@ -143,11 +180,13 @@ def read_corrections(path, fmt: str, nlp) -> Tuple[List[Doc], Dict[str, int]]:
         counts["entities"] += len(spans)
         docs.append(doc)
     counts["docs"] = len(docs)
+    if new_labels:
+        counts["new_labels"] = new_labels
     return docs, counts
 
 
-def write_corrections(path, fmt: str, nlp, output) -> Dict[str, int]:
+def write_corrections(path, fmt: str, nlp, output, labels=None, add_labels: bool = False) -> Dict[str, int]:
     """`read_corrections`, then the Docs to a DocBin at `output` (written only if every record was read)."""
-    docs, counts = read_corrections(path, fmt, nlp)
+    docs, counts = read_corrections(path, fmt, nlp, labels, add_labels)
     DocBin(docs=docs).to_disk(output)
     return counts
