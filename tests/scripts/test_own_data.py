@@ -66,7 +66,7 @@ def test_own_workflow_with_other_labels_and_language(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "spacy", "project", "run", "own", "."]
     cmd += ["--vars.own_train", str(data / "train.txt"), "--vars.own_dev", str(data / "dev.txt")]
-    cmd += ["--vars.own_lang", "de", "--vars.own_name", "wnut_like", "--vars.max_steps", "150"]
+    cmd += ["--vars.own_lang", "de", "--vars.own_name", "wnut_like", "--vars.max_steps", "100"]
     out = run(cmd, project, env).stdout
     assert "one Doc per sentence" in out  # no -DOCSTART-: one Doc per sentence, said so
     stats = json.loads((project / "corpus/own/train_stats.json").read_text())
