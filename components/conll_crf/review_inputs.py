@@ -16,6 +16,8 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 from spacy.tokens import Doc, DocBin, SpanGroup
 
+from .annotate.shards import read_rows
+
 
 class ReviewInputError(ValueError):
     """Input `conll-crf review` cannot rank; the message names the file and the record."""
@@ -49,17 +51,8 @@ def _annotated_rows(folder: Path) -> Iterator[Dict[str, Any]]:
         )
     if manifest.get("state") != "complete":
         raise ReviewInputError(f"{folder}: the job is not complete; run the same `conll-crf annotate` again first")
-    done = manifest["shards"]
-    for shard in sorted(done, key=lambda s: s["index"]):
-        path = folder / shard["file"]
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            yield from pq.read_table(path).to_pylist()
-        else:
-            with path.open(encoding="utf8") as f:
-                for line in f:
-                    yield json.loads(line)
+    for shard in sorted(manifest["shards"], key=lambda s: s["index"]):
+        yield from read_rows(folder / shard["file"])
 
 
 def doc_from_row(nlp, row: Dict[str, Any], spans_key: str, where: str) -> Doc:

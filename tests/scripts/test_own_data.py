@@ -4,15 +4,13 @@ no -DOCSTART- lines and another language, through convert, train, evaluate, cali
 import json
 import os
 import random
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import spacy
 
-from tests.conftest import ROOT
-from tests.scripts.test_workflow import PROJECT_FILES, run
+from tests.scripts.test_workflow import copy_project, run
 
 PEOPLE = [["Anna", "Berg"], ["Jonas"], ["Marta", "Klein"], ["Luis"], ["Eva", "Stein"], ["Tom", "Hahn"]]
 WORKS = [["Der", "Prozess"], ["Faust"], ["Die", "Blechtrommel"], ["Momo"], ["Siddhartha"]]
@@ -50,14 +48,7 @@ def write_conll(path: Path, sents) -> None:
 
 @pytest.mark.slow
 def test_own_workflow_with_other_labels_and_language(tmp_path):
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, project / name)
+    project = copy_project(tmp_path / "project")
     data = tmp_path / "data"
     data.mkdir()
     train_sents, dev_sents = sentences(120, 0), sentences(30, 1)

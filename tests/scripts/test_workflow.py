@@ -50,6 +50,18 @@ def write_sample(path: Path, n_articles: int) -> None:
     path.write_text("\n".join(lines))
 
 
+def copy_project(project: Path) -> Path:
+    """The project's own files (no corpus, training or packages) copied into a new folder `project`."""
+    project.mkdir()
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, project / name)
+    return project
+
+
 def run(cmd, cwd, env=None, timeout=900):
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
@@ -58,14 +70,7 @@ def run(cmd, cwd, env=None, timeout=900):
 
 @pytest.mark.slow
 def test_project_all_then_clean_venv_load(tmp_path, tiny_transformer):
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, project / name)
+    project = copy_project(tmp_path / "project")
     data = tmp_path / "conll"
     data.mkdir()
     write_sample(data / "eng.train", 12)

@@ -239,39 +239,34 @@ class Annotator:
         self.scores_key = scores_key
         self.review = review
 
-    def entities(self, doc, offset: int = 0) -> List[Dict]:
-        """The output rows' entity dicts of `doc`, character offsets shifted by `offset`."""
-        scores: Dict[Tuple[int, int, str], float] = {}
-        group = doc.spans.get(self.scores_key)
-        if group is not None and "scores" in group.attrs:
-            for span, score in zip(group, group.attrs["scores"]):
-                scores[(span.start, span.end, span.label_)] = float(score)
-        return [
-            {
-                "start_char": ent.start_char + offset,
-                "end_char": ent.end_char + offset,
-                "label": ent.label_,
-                "text": ent.text,
-                "score": scores.get((ent.start, ent.end, ent.label_)),
-            }
-            for ent in doc.ents
-        ]
-
-    def candidates(self, doc, offset: int = 0) -> List[Dict]:
-        """The scored spans of `doc.spans[scores_key]` that are not entities, as the entities' dicts."""
+    def _scored(self, doc) -> List[Tuple[object, float]]:
+        """(span, probability) of the doc's scored group `doc.spans[scores_key]` (empty without one)."""
         group = doc.spans.get(self.scores_key)
         if group is None or "scores" not in group.attrs:
             return []
+        return [(span, float(score)) for span, score in zip(group, group.attrs["scores"])]
+
+    @staticmethod
+    def _span_row(span, offset: int, score: Optional[float]) -> Dict:
+        return {
+            "start_char": span.start_char + offset,
+            "end_char": span.end_char + offset,
+            "label": span.label_,
+            "text": span.text,
+            "score": score,
+        }
+
+    def entities(self, doc, offset: int = 0) -> List[Dict]:
+        """The output rows' entity dicts of `doc`, character offsets shifted by `offset`."""
+        scores = {(span.start, span.end, span.label_): score for span, score in self._scored(doc)}
+        return [self._span_row(ent, offset, scores.get((ent.start, ent.end, ent.label_))) for ent in doc.ents]
+
+    def candidates(self, doc, offset: int = 0) -> List[Dict]:
+        """The scored spans of `doc.spans[scores_key]` that are not entities, as the entities' dicts."""
         ents = {(e.start, e.end, e.label_) for e in doc.ents}
         return [
-            {
-                "start_char": span.start_char + offset,
-                "end_char": span.end_char + offset,
-                "label": span.label_,
-                "text": span.text,
-                "score": float(score),
-            }
-            for span, score in zip(group, group.attrs["scores"])
+            self._span_row(span, offset, score)
+            for span, score in self._scored(doc)
             if (span.start, span.end, span.label_) not in ents
         ]
 

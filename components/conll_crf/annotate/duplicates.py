@@ -10,20 +10,14 @@ import json
 from pathlib import Path
 from typing import Dict, Iterator, Tuple
 
+from .shards import read_rows
+
 EXAMPLES = 20  # the duplicates listed in the manifest (the count covers all)
 
 
 def _ids(path: Path) -> Iterator[Tuple[object, str, int]]:
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path, columns=["id", "source", "position"])
-        yield from zip(*(table.column(c).to_pylist() for c in ("id", "source", "position")))
-    else:
-        with path.open(encoding="utf8") as f:
-            for line in f:
-                row = json.loads(line)
-                yield row["id"], row["source"], row["position"]
+    for row in read_rows(path, columns=["id", "source", "position"]):
+        yield row["id"], row["source"], row["position"]
 
 
 def duplicate_ids(output: Path, shards: Dict[int, Dict]) -> Dict:

@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 from .annotator import Annotator
 from .records import Record, RecordError, read_shard
@@ -75,6 +75,19 @@ def _write_atomic(path: Path, rows: List[Dict], fmt: str, kind: str) -> None:
             tmp.unlink(missing_ok=True)
             raise
     os.replace(tmp, path)
+
+
+def read_rows(path: Path, columns: Optional[List[str]] = None) -> Iterator[Dict]:
+    """The rows of a shard file that `_write_atomic` wrote (Parquet or JSONL), in order; with `columns`, Parquet
+    reads only those (JSONL rows come whole)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path, columns=columns).to_pylist()
+    else:
+        with path.open(encoding="utf8") as f:
+            for line in f:
+                yield json.loads(line)
 
 
 def write_json_atomic(path: Path, data: Dict) -> None:
