@@ -1,6 +1,7 @@
 """The registered architectures, current versions: `conll_crf.BiLSTMCRF.v3`
 (tok2vec -> BiLSTM -> CRF), `conll_crf.HashCharEmbed.v3` (the CPU embedding:
-hashed word features, characters, optional static vectors, word dropout) and
+hashed word features, characters, optional static vectors, word dropout),
+`conll_crf.HashCharCNNEmbed.v1` (the same with a character CNN) and
 `conll_crf.WithSpelling.v1` (spelling features beside a transformer's).
 Registered names never change behaviour: a change of behaviour gets a new
 version, and the older versions live on in legacy.py as shims over the
@@ -10,18 +11,33 @@ import types
 from typing import List, Optional, Sequence
 
 from spacy.attrs import LOWER, NORM, ORTH, intify_attr
+from spacy.ml.featureextractor import FeatureExtractor
 from spacy.ml.models import CharacterEmbed, MultiHashEmbed
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Config, Model, PyTorchShim, chain, concatenate, get_torch_default_device
-from thinc.types import Floats2d
+from thinc.api import (
+    Config,
+    HashEmbed,
+    Maxout,
+    Model,
+    PyTorchShim,
+    chain,
+    concatenate,
+    get_torch_default_device,
+    list2ragged,
+    ragged2list,
+    with_array,
+)
+from thinc.types import Floats2d, Ragged
 
+from .char_cnn import char_cnn
 from .length_groups import (
     MAX_GROUP_POSITIONS_GPU,
     STEP_COST_CPU,
     STEP_COST_GPU,
     length_groups,
 )
+from .stacked_vectors import stacked_static_vectors
 from .thinc_head import Prediction, bilstm_crf_head, build_head
 from .word_dropout import concatenate_with_word_dropout, unknown_words
 
@@ -235,12 +251,95 @@ def build_hash_char_embed_v3(
     )
     if not word_dropout:
         return model
+    _drop_word_identity(model)  # (the CharacterEmbed always reads NORM: there is one node at least)
+    return concatenate_with_word_dropout(model, word_dropout)
+
+
+@registry.architectures("conll_crf.HashCharEmbed.v4")
+def build_hash_char_embed_v4(
+    width: int = 96,
+    attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+    rows: List[int] = [5000, 1000, 2500, 2500],
+    char_width: int = 64,
+    char_rows: int = 5000,
+    nM: int = 64,
+    nC: int = 8,
+    include_static_vectors: bool = False,
+    word_dropout: float = 0.0,
+    word_table: Optional[str] = None,
+    word_table_attr: str = "LOWER",
+) -> Model[List[Doc], List[Floats2d]]:
+    """HashCharEmbed.v3 with, when `word_table` names a spaCy vectors folder
+    (scripts/word_table.py writes GloVe 6B 50d as one), that table's vectors
+    stacked beside the pipeline's static vectors (stacked_vectors.py: one
+    projection reads both; looked up by `word_table_attr`). The folder is read
+    at `nlp.initialize` and its vectors saved with the model. Without
+    `word_table` it is v3, layer for layer. Output width: width + char_width."""
+    if word_table is None:
+        return build_hash_char_embed_v3(
+            width, attrs, rows, char_width, char_rows, nM, nC, include_static_vectors, word_dropout
+        )
+    if not include_static_vectors:
+        raise ValueError(
+            "conll_crf.HashCharEmbed.v4: word_table stacks its vectors beside the pipeline's static vectors; "
+            "set include_static_vectors = true (and [initialize] vectors)"
+        )
+    model = concatenate(
+        multi_hash_embed_stacked(width, attrs, rows, stacked_static_vectors(width, word_table, word_table_attr)),
+        CharacterEmbed(width=char_width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature="NORM"),
+    )
+    if not word_dropout:
+        return model
+    _drop_word_identity(model)
+    return concatenate_with_word_dropout(model, word_dropout)
+
+
+def multi_hash_embed_stacked(
+    width: int, attrs: List[str], rows: List[int], static: Model[List[Doc], Ragged]
+) -> Model[List[Doc], List[Floats2d]]:
+    """spaCy's MultiHashEmbed (v2: the same tables, seeds and mixing Maxout) with `static` in the place of its
+    StaticVectors layer: a `width`-wide projection of static vectors per token, as a Ragged."""
+    if len(rows) != len(attrs):
+        raise ValueError(f"Mismatched lengths: {len(rows)} vs {len(attrs)}")
+    # seeds 8, 9, ... as MultiHashEmbed gives its tables
+    embeddings = [HashEmbed(width, rows[i], column=i, seed=8 + i, dropout=0.0) for i in range(len(attrs))]
+    words = chain(FeatureExtractor(attrs), list2ragged(), with_array(concatenate(*embeddings)))
+    mix = with_array(Maxout(width, width * (len(embeddings) + 1), nP=3, dropout=0.0, normalize=True))
+    return chain(concatenate(words, static), mix, ragged2list())
+
+
+@registry.architectures("conll_crf.HashCharCNNEmbed.v1")
+def build_hash_char_cnn_embed(
+    width: int = 96,
+    attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+    rows: List[int] = [5000, 1000, 2500, 2500],
+    char_width: int = 32,
+    char_dim: int = 32,
+    char_rows: int = 2000,
+    max_chars: int = 20,
+    include_static_vectors: bool = False,
+    word_dropout: float = 0.0,
+) -> Model[List[Doc], List[Floats2d]]:
+    """HashCharEmbed.v3 with a character CNN over each word's whole spelling
+    (char_cnn.py, `char_width` wide) in place of spaCy's CharacterEmbed (the
+    first and last nC/2 characters and a hashed NORM). Word dropout acts on
+    the hashed word features only: the CNN reads spelling, not identity.
+    Output width: width + char_width."""
+    words = MultiHashEmbed(width=width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors)
+    model = concatenate(words, char_cnn(char_width, char_dim=char_dim, char_rows=char_rows, max_chars=max_chars))
+    if not word_dropout:
+        return model
+    _drop_word_identity(model)
+    return concatenate_with_word_dropout(model, word_dropout)
+
+
+def _drop_word_identity(model: Model) -> None:
+    """An `unknown_words` node after every FeatureExtractor in `model` that reads a word-identity attribute."""
     for extractor in [node for node in model.walk() if node.name == "extract_features"]:
         columns = [intify_attr(c) for c in extractor.attrs["columns"]]
         word_columns = [i for i, c in enumerate(columns) if c in WORD_IDENTITY_ATTRS]
-        if word_columns:  # (the CharacterEmbed always reads NORM: there is one at least)
+        if word_columns:
             model.replace_node(extractor, chain(extractor, unknown_words(word_columns)))
-    return concatenate_with_word_dropout(model, word_dropout)
 
 
 @registry.architectures("conll_crf.WithSpelling.v1")
