@@ -2,7 +2,7 @@
 
     python scripts/package.py MODEL OUT_DIR [--name conll_crf] [--version 0.2.0]
         [--data-name TEXT] [--data-url URL] [--data-license TEXT] [--license TEXT]
-        [--vectors-encoder NAME] [--vectors assets/encoder_vectors]
+        [--vectors-encoder NAME] [--vectors assets/encoder_vectors] [--word-table assets/glove_6b_50d]
 
 Writes into OUT_DIR/dist/:
 - spacy_conll_crf-<lib version>-py3-none-any.whl: this repository's `conll_crf`
@@ -71,6 +71,23 @@ def vectors_source(meta: dict, encoder: str, vectors_meta: Optional[dict] = None
     return [entry]
 
 
+def word_table_source(table_meta: Optional[dict]) -> list:
+    """A `sources` entry for the word table the model carries in its weights (HashCharEmbed.v4's `word_table`),
+    from the table folder's own meta (scripts/word_table.py writes GloVe's name, address and licence)."""
+    source = ((table_meta or {}).get("sources") or [{}])[0]
+    if not source.get("name"):
+        return []
+    vectors = (table_meta or {}).get("vectors") or {}
+    size = f" ({vectors['vectors']:,} rows of width {vectors['width']})" if vectors.get("width") else ""
+    return [
+        {
+            "name": f"Word table: {source['name']}{size}",
+            "url": source.get("url", ""),
+            "license": source.get("license", ""),
+        }
+    ]
+
+
 def package_meta(
     meta: dict,
     labels: list,
@@ -80,6 +97,7 @@ def package_meta(
     data: dict,
     encoder: str = "",
     vectors_meta: Optional[dict] = None,
+    table_meta: Optional[dict] = None,
 ) -> dict:
     """The trained pipeline's meta, described by its own labels, training data and static vectors' encoder."""
     out = dict(meta)
@@ -98,7 +116,8 @@ def package_meta(
                     "author": data["data_author"],
                 }
             ]
-            + vectors_source(meta, encoder, vectors_meta),
+            + vectors_source(meta, encoder, vectors_meta)
+            + word_table_source(table_meta),
             "requirements": [r for r in meta.get("requirements", []) if not r.startswith("spacy-conll-crf")]
             + [requirement],
         }
@@ -121,6 +140,12 @@ def main() -> None:
         default=None,
         help="the vectors folder encoder_vectors.py wrote (its meta names the encoder and its licence)",
     )
+    parser.add_argument(
+        "--word-table",
+        type=Path,
+        default=None,
+        help="the word table folder the model was trained with (word_table.py wrote it; its meta names the source)",
+    )
     for key, value in CONLL.items():
         parser.add_argument("--" + key.replace("_", "-"), default=value, help=f"(default: {value})")
     args = parser.parse_args()
@@ -140,6 +165,9 @@ def main() -> None:
     vectors_meta = None
     if args.vectors is not None and (args.vectors / "meta.json").exists():
         vectors_meta = json.loads((args.vectors / "meta.json").read_text())
+    table_meta = None
+    if args.word_table is not None and (args.word_table / "meta.json").exists():
+        table_meta = json.loads((args.word_table / "meta.json").read_text())
     meta = package_meta(
         meta,
         entity_labels(args.model, meta),
@@ -149,6 +177,7 @@ def main() -> None:
         data,
         args.vectors_encoder,
         vectors_meta,
+        table_meta,
     )
     meta_path = args.out_dir / f"meta_{args.name}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -5,9 +5,10 @@
 
 Sets paths.train/dev, paths.log (OUTPUT_DIR/log.jsonl) and, for configs with a
 transformer, paths.transformer (and mixed precision when training on a GPU);
---max-steps N > 0 overrides training.max_steps. A relative paths.vectors (the
-CPU configs' assets/encoder_vectors) that is not under the working directory is
-taken from the project folder; missing from both, it stops with what to run.
+--max-steps N > 0 overrides training.max_steps. A relative paths.vectors or
+paths.word_table (the CPU configs' assets/encoder_vectors and assets/glove_6b_50d)
+that is not under the working directory is taken from the project folder; missing
+from both, it stops with what to run.
 Extra `--section.key value` arguments are passed on as config overrides.
 Writes OUTPUT_DIR/train_meta.json with the wall time, the overrides used and a hash
 of the config's parsed settings (a renamed or re-commented config keeps it).
@@ -62,18 +63,22 @@ def main() -> None:
     if args.max_steps > 0:
         overrides["training.max_steps"] = args.max_steps
     overrides.update(parse_config_overrides(extra))
-    vectors = overrides.get("paths.vectors", config["paths"].get("vectors"))
-    if isinstance(vectors, str) and vectors and not Path(vectors).is_absolute() and not Path(vectors).exists():
-        # the CPU configs name assets/encoder_vectors relative to the project: found from any working directory
-        if (ROOT / vectors).exists():
-            overrides["paths.vectors"] = str(ROOT / vectors)
-        else:
-            flags = " ".join(f"--{key} false" for key in static_vector_keys(config))
-            sys.exit(
-                f"{args.config}: its static vectors {vectors!r} do not exist (from {Path.cwd()} nor from {ROOT}): "
-                "run `python -m spacy project run vectors` first, or train without them: "
-                f"--paths.vectors null {flags}"
-            )
+    # the CPU configs name assets/encoder_vectors (and the word table, assets/glove_6b_50d) relative to the
+    # project: found from any working directory
+    for name, step in (("vectors", "vectors"), ("word_table", "vectors")):
+        path = overrides.get(f"paths.{name}", config["paths"].get(name))
+        if not isinstance(path, str) or not path or Path(path).is_absolute() or Path(path).exists():
+            continue
+        if (ROOT / path).exists():
+            overrides[f"paths.{name}"] = str(ROOT / path)
+            continue
+        flags = " ".join(f"--{key} false" for key in static_vector_keys(config))
+        nulls = " ".join(f"--paths.{n} null" for n in ("vectors", "word_table") if n in config["paths"])
+        sys.exit(
+            f"{args.config}: its {'static vectors' if name == 'vectors' else 'word table'} {path!r} do not exist "
+            f"(from {Path.cwd()} nor from {ROOT}): run `python -m spacy project run {step}` first, or train "
+            f"without them: {nulls} {flags}"
+        )
     args.output.mkdir(parents=True, exist_ok=True)
     start = time.time()
     train(args.config, args.output, use_gpu=args.gpu_id, overrides=overrides)

@@ -43,6 +43,19 @@ def test_init_config_without_vectors_for_another_language():
         init_config("cpu_crf", transformer="x")
 
 
+def test_the_recipes_word_table_only_when_asked():
+    """The shipped cpu_crf stacks GloVe (English) beside its vectors; a config for your data leaves it out unless
+    --word-table names one, which needs --vectors (the table sits beside them)."""
+    assert init_config("cpu_crf", lang="nl")["paths"]["word_table"] is None
+    config = init_config("cpu_crf", vectors="my_vectors", word_table="my_words")
+    assert config["paths"]["word_table"] == "my_words"
+    assert embed_config(config["components"]["crf_ner"]["model"])["word_table"] == "${paths.word_table}"
+    with pytest.raises(ValueError, match="give --vectors too"):
+        init_config("cpu_crf", word_table="my_words")
+    with pytest.raises(ValueError, match="--word-table applies to a recipe with a word table"):
+        init_config("trf_crf", vectors="v", word_table="my_words")
+
+
 def test_a_user_trains_on_their_own_labels_with_the_package_alone(tmp_path, capsys):
     train_conll, dev_conll = write_conll(tmp_path / "train.conll", 6), write_conll(tmp_path / "dev.conll", 2)
     assert cli.main(["convert", str(train_conll), str(tmp_path / "train.spacy")]) == 0

@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--recipe", choices=("cpu_crf", "trf_crf"), default="cpu_crf", help="CPU or transformer")
     init.add_argument("--lang", default="en", help="spaCy language code of the data")
     init.add_argument("--vectors", default=None, help="a spaCy vectors folder (cpu_crf; default: no vectors)")
+    init.add_argument(
+        "--word-table",
+        default=None,
+        help="cpu_crf with --vectors: a spaCy vectors folder of lower-case words stacked beside them (default: none)",
+    )
     init.add_argument("--transformer", default=None, help="trf_crf: Hugging Face model name or folder")
     init.add_argument("--source", default=None, help="go on training this pipeline (its components sourced)")
     corr = sub.add_parser(
@@ -266,7 +271,9 @@ def _init_config(args) -> int:
             config = source_config(args.source, args.recipe)
         else:
             # an empty value (a project variable left blank) means none
-            config = init_config(args.recipe, args.lang, args.vectors or None, args.transformer or None)
+            config = init_config(
+                args.recipe, args.lang, args.vectors or None, args.transformer or None, args.word_table or None
+            )
     except ValueError as err:
         print(f"conll-crf init-config: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -274,7 +281,9 @@ def _init_config(args) -> int:
     what = (
         f"goes on training {args.source}"
         if args.source
-        else f"{args.recipe}, lang {args.lang}, " + (f"vectors {args.vectors}" if args.vectors else "no static vectors")
+        else f"{args.recipe}, lang {args.lang}, "
+        + (f"vectors {args.vectors}" if args.vectors else "no static vectors")
+        + (f", word table {args.word_table}" if args.word_table else "")
     )
     print(
         f"wrote {args.output} ({what}). Train with:\n"

@@ -5,7 +5,7 @@ CPU pipeline; `trf_crf`, the transformer one), so a user with only the wheel
 trains what the project trains:
 
     conll-crf init-config config.cfg [--recipe cpu_crf|trf_crf] [--lang en] [--vectors PATH]
-        [--transformer roberta-base] [--source PIPELINE]
+        [--word-table PATH] [--transformer roberta-base] [--source PIPELINE]
     conll-crf convert train.conll train.spacy
     conll-crf convert dev.conll dev.spacy
     python -m spacy train config.cfg --paths.train train.spacy --paths.dev dev.spacy --output model
@@ -14,7 +14,9 @@ Labels come from the training data (any labels; the tag scheme of the files is
 detected by `convert`). Static vectors are optional: without --vectors the CPU
 recipe trains without them (the project's default vectors are an encoder's
 input embeddings, built by its `vectors` step); with --vectors, a folder of
-spaCy vectors (`spacy init vectors`). With --source, the config goes on
+spaCy vectors (`spacy init vectors`); --word-table adds a second table of
+lower-case words beside them (the project's is GloVe 6B 50d, English, from
+scripts/word_table.py). With --source, the config goes on
 training an existing pipeline (e.g. en_conll_crf on reviewed corrections):
 its components are sourced, so their weights and labels are kept.
 """
@@ -47,16 +49,28 @@ def embed_config(model: dict) -> Optional[dict]:
 
 
 def init_config(
-    recipe: str = "cpu_crf", lang: str = "en", vectors: Optional[str] = None, transformer: Optional[str] = None
+    recipe: str = "cpu_crf",
+    lang: str = "en",
+    vectors: Optional[str] = None,
+    transformer: Optional[str] = None,
+    word_table: Optional[str] = None,
 ) -> Config:
-    """The recipe's config for `lang`, with `vectors` (a spaCy vectors folder) or none, and for
-    trf_crf `transformer` (a Hugging Face name or folder; the recipe's default if None)."""
+    """The recipe's config for `lang`, with `vectors` (a spaCy vectors folder) or none, `word_table` (a
+    spaCy vectors folder of lower-case words, stacked beside `vectors`) or none, and for trf_crf
+    `transformer` (a Hugging Face name or folder; the recipe's default if None). The recipe's own word
+    table (GloVe, English) is not kept unless asked for: the data may be in another language."""
     config = Config().from_str(recipe_text(recipe), interpolate=False)
     config["nlp"]["lang"] = lang
     config["paths"]["vectors"] = vectors
     embed = embed_config(config["components"]["crf_ner"]["model"])
     if embed is not None and "include_static_vectors" in embed:
         embed["include_static_vectors"] = vectors is not None
+    if word_table is not None and (embed is None or "word_table" not in embed):
+        raise ValueError(f"--word-table applies to a recipe with a word table (cpu_crf), not {recipe}")
+    if word_table is not None and vectors is None:
+        raise ValueError("--word-table stacks its vectors beside the static vectors: give --vectors too")
+    if "word_table" in config["paths"]:
+        config["paths"]["word_table"] = word_table
     if transformer is not None:
         if "transformer" not in config["paths"]:
             raise ValueError(f"--transformer applies to the trf_crf recipe, not {recipe}")
@@ -75,6 +89,8 @@ def source_config(source: str, recipe: str = "cpu_crf") -> Config:
     config["nlp"] = {**config["nlp"], "lang": base["nlp"]["lang"], "pipeline": list(base["nlp"]["pipeline"])}
     config["components"] = {name: {"source": source} for name in base["nlp"]["pipeline"]}
     config["paths"]["vectors"] = source
+    if "word_table" in config["paths"]:  # a sourced component keeps the table in its weights
+        config["paths"]["word_table"] = None
     config["initialize"]["vectors"] = "${paths.vectors}"
     return config
 

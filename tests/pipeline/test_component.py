@@ -101,6 +101,8 @@ def test_factory_and_entry_points():
         "HashCharEmbed.v1",
         "HashCharEmbed.v2",
         "HashCharEmbed.v3",
+        "HashCharEmbed.v4",
+        "HashCharCNNEmbed.v1",
         "WithSpelling.v1",
     ):
         assert registry.architectures.get(f"conll_crf.{name}")

@@ -184,3 +184,16 @@ def test_package_meta_describes_the_pipeline_by_its_own_labels_and_data(tmp_path
     assert (
         out["sources"][1]["license"] == "that of the encoder (mit)" and "of some/encoder" in out["sources"][1]["name"]
     )
+    # the word table the weights carry (word_table.py's meta) is a source of its own, with its licence
+    table_meta = {
+        "vectors": {"width": 50, "vectors": 200000},
+        "sources": [{"name": "GloVe 6B 50d", "url": "https://nlp.stanford.edu/projects/glove/", "license": "PDDL-1.0"}],
+    }
+    out = package.package_meta(
+        with_vectors, ["DOSE", "DRUG"], "drugs", "1.0.0", "x", data, "", vectors_meta, table_meta
+    )
+    assert len(out["sources"]) == 3 and out["sources"][2]["license"] == "PDDL-1.0"
+    assert (
+        out["sources"][2]["name"].startswith("Word table: GloVe 6B 50d")
+        and "200,000 rows of width 50" in out["sources"][2]["name"]
+    )

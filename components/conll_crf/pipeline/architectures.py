@@ -1,6 +1,7 @@
 """The registered architectures, current versions: `conll_crf.BiLSTMCRF.v3`
-(tok2vec -> BiLSTM -> CRF), `conll_crf.HashCharEmbed.v3` (the CPU embedding:
-hashed word features, characters, optional static vectors, word dropout),
+(tok2vec -> BiLSTM -> CRF), `conll_crf.HashCharEmbed.v4` (the CPU embedding:
+hashed word features, characters, optional static vectors with an optional
+word table stacked beside them, word dropout),
 `conll_crf.HashCharCNNEmbed.v1` (the same with a character CNN) and
 `conll_crf.WithSpelling.v1` (spelling features beside a transformer's).
 Registered names never change behaviour: a change of behaviour gets a new
@@ -217,44 +218,6 @@ def hash_char_embed(
     )
 
 
-@registry.architectures("conll_crf.HashCharEmbed.v3")
-def build_hash_char_embed_v3(
-    width: int = 96,
-    attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
-    rows: List[int] = [5000, 1000, 2500, 2500],
-    char_width: int = 64,
-    char_rows: int = 5000,
-    nM: int = 64,
-    nC: int = 8,
-    include_static_vectors: bool = False,
-    word_dropout: float = 0.0,
-) -> Model[List[Doc], List[Floats2d]]:
-    """Hashed word features and characters (`hash_char_embed`), static vectors
-    when `include_static_vectors` (set them with [initialize] vectors, e.g. a
-    table from scripts/encoder_vectors.py), and `word_dropout` (Lample et al.
-    2016): in training, that fraction
-    of the tokens, drawn afresh each batch, lose their word identity (the
-    hashed ORTH, LOWER or NORM features, in the MultiHashEmbed and in the
-    CharacterEmbed alike, see word_dropout.py) and keep their spelling
-    (prefix, suffix, shape, characters) and context. Nothing changes in
-    prediction; with `word_dropout = 0` it is v2, layer for layer. Static
-    vectors, when included, are not dropped. Output width: width + char_width."""
-    model = hash_char_embed(
-        width=width,
-        attrs=attrs,
-        rows=rows,
-        char_width=char_width,
-        char_rows=char_rows,
-        nM=nM,
-        nC=nC,
-        include_static_vectors=include_static_vectors,
-    )
-    if not word_dropout:
-        return model
-    _drop_word_identity(model)  # (the CharacterEmbed always reads NORM: there is one node at least)
-    return concatenate_with_word_dropout(model, word_dropout)
-
-
 @registry.architectures("conll_crf.HashCharEmbed.v4")
 def build_hash_char_embed_v4(
     width: int = 96,
@@ -269,28 +232,39 @@ def build_hash_char_embed_v4(
     word_table: Optional[str] = None,
     word_table_attr: str = "LOWER",
 ) -> Model[List[Doc], List[Floats2d]]:
-    """HashCharEmbed.v3 with, when `word_table` names a spaCy vectors folder
-    (scripts/word_table.py writes GloVe 6B 50d as one), that table's vectors
-    stacked beside the pipeline's static vectors (stacked_vectors.py: one
-    projection reads both; looked up by `word_table_attr`). The folder is read
-    at `nlp.initialize` and its vectors saved with the model. Without
-    `word_table` it is v3, layer for layer. Output width: width + char_width."""
+    """Hashed word features and characters (`hash_char_embed`), static vectors
+    when `include_static_vectors` (set them with [initialize] vectors, e.g. a
+    table from scripts/encoder_vectors.py), and:
+
+    - `word_table`: a spaCy vectors folder (scripts/word_table.py writes GloVe
+      6B 50d as one) whose vectors are stacked beside the static vectors
+      (stacked_vectors.py: one projection reads both; looked up by
+      `word_table_attr`). Read at `nlp.initialize`, saved with the weights.
+      None: no second table, and the model is v3's, layer for layer.
+    - `word_dropout` (Lample et al. 2016): in training, that fraction of the
+      tokens, drawn afresh each batch, lose their word identity (the hashed
+      ORTH, LOWER or NORM features, in the MultiHashEmbed and in the
+      CharacterEmbed alike, see word_dropout.py) and keep their spelling
+      (prefix, suffix, shape, characters) and context. Nothing changes in
+      prediction. Static vectors and the word table are not dropped.
+
+    Output width: width + char_width."""
     if word_table is None:
-        return build_hash_char_embed_v3(
-            width, attrs, rows, char_width, char_rows, nM, nC, include_static_vectors, word_dropout
-        )
-    if not include_static_vectors:
+        model = hash_char_embed(width, attrs, rows, char_width, char_rows, nM, nC, include_static_vectors)
+    elif not include_static_vectors:
         raise ValueError(
             "conll_crf.HashCharEmbed.v4: word_table stacks its vectors beside the pipeline's static vectors; "
             "set include_static_vectors = true (and [initialize] vectors)"
         )
-    model = concatenate(
-        multi_hash_embed_stacked(width, attrs, rows, stacked_static_vectors(width, word_table, word_table_attr)),
-        CharacterEmbed(width=char_width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature="NORM"),
-    )
+    else:
+        static = stacked_static_vectors(width, word_table, word_table_attr)
+        characters = CharacterEmbed(
+            width=char_width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature="NORM"
+        )
+        model = concatenate(multi_hash_embed_stacked(width, attrs, rows, static), characters)
     if not word_dropout:
         return model
-    _drop_word_identity(model)
+    _drop_word_identity(model)  # (the CharacterEmbed always reads NORM: there is one node at least)
     return concatenate_with_word_dropout(model, word_dropout)
 
 
@@ -374,7 +348,7 @@ mixed_precision = false
 @architectures = "spacy.Tok2Vec.v2"
 
 [model.tok2vec.embed]
-@architectures = "conll_crf.HashCharEmbed.v3"
+@architectures = "conll_crf.HashCharEmbed.v4"
 width = 96
 attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
 rows = [5000, 1000, 2500, 2500]
