@@ -91,6 +91,8 @@ def test_project_all_then_clean_venv_load(tmp_path, tiny_transformer):
         "200",
         "--vars.vectors_encoder",
         tiny_transformer,
+        "--vars.word_table_rows",
+        "2000",
     ]
     out = run(spacy_run, project, env).stdout
     assert "eng.testb is missing" in out
@@ -104,12 +106,13 @@ def test_project_all_then_clean_venv_load(tmp_path, tiny_transformer):
     assert gold["ents_f"] > 0.5
     wheels = sorted(p.name for p in (project / "packages/dist").glob("*.whl"))
     assert [w.split("-")[0] for w in wheels] == ["en_conll_crf", "spacy_conll_crf"]
-    # a second run skips the up-to-date data steps (convert, vectors); the main job's steps choose their recipe
-    # when they run (scripts/main_job.py), so they run again and say which they chose and why
-    again = run(spacy_run, project, env).stdout
-    assert again.count("Skipping") == 2 and "Skipping 'convert'" in again and "Skipping 'vectors'" in again
+    # the main job's steps choose their recipe when they run (scripts/main_job.py: no_skip) and say which and why
     for step in ("train", "evaluate", "calibrate", "package"):
-        assert f"main job, {step}: cpu_crf on the CPU" in again
+        assert f"main job, {step}: cpu_crf on the CPU" in out
+    # run again, the up-to-date data steps (convert, vectors) are skipped
+    for step in ("convert", "vectors"):
+        again = run([*spacy_run[:5], step, *spacy_run[6:]], project, env).stdout
+        assert f"Skipping '{step}'" in again
 
     # the in-process reference prediction
     import spacy
@@ -151,7 +154,8 @@ def test_spacy_train_writes_no_log_of_another_run_and_train_py_writes_its_own(tm
         [sys.executable, str(ROOT / "scripts/convert.py"), str(data / "eng.train"), str(tmp_path / "tiny.spacy")],
         tmp_path,
     )
-    # the config's static vectors, where it looks for them (paths.vectors = "assets/encoder_vectors", from the cwd)
+    # the config's static vectors and word table, where it looks for them (assets/encoder_vectors and
+    # assets/glove_6b_50d, from the cwd)
     run(
         [
             sys.executable,
@@ -159,6 +163,10 @@ def test_spacy_train_writes_no_log_of_another_run_and_train_py_writes_its_own(tm
             tiny_transformer,
             str(tmp_path / "assets/encoder_vectors"),
         ],
+        tmp_path,
+    )
+    run(
+        [sys.executable, str(ROOT / "scripts/word_table.py"), str(tmp_path / "assets/glove_6b_50d"), "--rows", "2000"],
         tmp_path,
     )
     (tmp_path / "training/cpu_crf").mkdir(parents=True)
@@ -230,7 +238,7 @@ def test_train_py_says_what_to_run_when_the_static_vectors_are_missing(tmp_path)
     assert result.returncode != 0
     assert "'assets/no_such_vectors' do not exist" in result.stderr and "spacy project run vectors" in result.stderr
     # the exact overrides that train without them, wherever the config's embed block sits
-    assert "--paths.vectors null --components.crf_ner.model." in result.stderr
+    assert "--paths.vectors null --paths.word_table null --components.crf_ner.model." in result.stderr
     assert ".embed.include_static_vectors false" in result.stderr
     assert not (tmp_path / "out").exists()
 
