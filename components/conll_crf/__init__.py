@@ -12,4 +12,4 @@ The package's rooms, one idea each:
 - `conll_crf.cli`: the `conll-crf` command line.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
