@@ -76,6 +76,34 @@ def test_only_the_projection_trains_and_the_table_is_saved(tmp_path):
     numpy.testing.assert_array_equal(loaded.predict(docs).data, model.predict(docs).data)
 
 
+def test_gradient_of_the_projection_is_that_of_the_concatenated_tables(tmp_path):
+    """The two tables are projected by two products (no concatenated copy); the gradient of W must still be
+    dY^T [V ; U], with the rows of missing words zero in both halves."""
+    vocab = _vocab_with_vectors()
+    table, table_norm = _word_table(tmp_path / "words")
+    docs = [Doc(vocab, words=WORDS), Doc(vocab, words=["BRUSSELS", "nowhere"])]
+    model = stacked_static_vectors(5, str(tmp_path / "words"))
+    model.initialize(X=docs[:1])
+    scale = numpy.linalg.norm(vocab.vectors.data, axis=1).mean() / table_norm
+    X = numpy.asarray(
+        [
+            numpy.concatenate(
+                [
+                    vocab.vectors[t.orth] if t.orth in vocab.vectors else numpy.zeros(4, "float32"),
+                    table.get(t.lower_, numpy.zeros(3, "float32")) * scale,
+                ]
+            )
+            for doc in docs
+            for t in doc
+        ]
+    )
+    Y, backprop = model(docs, is_train=True)
+    dY = numpy.random.default_rng(1).normal(size=Y.data.shape).astype("float32")
+    Y.data[:] = dY
+    backprop(Y)
+    numpy.testing.assert_allclose(model.get_grad("W"), dY.T @ X, rtol=1e-5, atol=1e-5)
+
+
 def test_bad_set_ups_say_what_is_missing(tmp_path):
     vocab = _vocab_with_vectors()
     with pytest.raises(ValueError, match="not a spaCy vectors folder"):
