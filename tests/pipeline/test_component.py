@@ -335,6 +335,29 @@ def test_batch_invariance(trained_nlp):
     assert [ents(d) for d in trained_nlp.pipe(reversed(texts), batch_size=100)] == alone[::-1]
 
 
+def test_pipe_predicts_length_sorted_sub_batches_and_yields_in_order(trained_nlp, monkeypatch):
+    """As spaCy's parser: a batch is predicted a quarter at a time, shortest docs first; docs come back in the
+    order given, with the probabilities they get alone; a failing batch goes to the error handler whole."""
+    pipe = trained_nlp.get_pipe("crf_ner")
+    texts = [t for t, _ in TRAIN_DATA] * 3 + ["Brussels", "", "Peter Blackburn went to Brussels . " * 4]
+    alone = [(ents(d), [round(p, 5) for p in d.spans["crf_ner"].attrs["scores"]]) for d in map(trained_nlp, texts)]
+    seen = []
+    predict = pipe.predict
+    monkeypatch.setattr(pipe, "predict", lambda docs: seen.append([len(d) for d in docs]) or predict(docs))
+    docs = list(trained_nlp.pipe(texts, batch_size=8))
+    assert [(ents(d), [round(p, 5) for p in d.spans["crf_ner"].attrs["scores"]]) for d in docs] == alone
+    assert [d.text for d in docs] == texts
+    assert all(len(sub) <= 2 and sub == sorted(sub) for sub in seen) and sum(map(len, seen)) == len(texts)
+    failed = []
+    monkeypatch.setattr(pipe, "predict", lambda docs: 1 / 0)
+    pipe.set_error_handler(lambda name, proc, docs, e: failed.append((name, len(docs), type(e))))
+    try:
+        assert list(pipe.pipe([trained_nlp.make_doc(t) for t in texts[:5]], batch_size=4)) == []
+    finally:
+        pipe.set_error_handler(spacy.util.raise_error)
+    assert failed == [("crf_ner", 4, ZeroDivisionError), ("crf_ner", 1, ZeroDivisionError)]
+
+
 def test_predict_does_not_mutate_docs(trained_nlp):
     pipe = trained_nlp.get_pipe("crf_ner")
     doc = trained_nlp.make_doc(TRAIN_DATA[0][0])
