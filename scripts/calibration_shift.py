@@ -1,6 +1,6 @@
 """Calibration under shift: does a temperature fitted on names seen in training hold on names never seen?
 
-    python scripts/calibration_shift.py MODEL TRAIN.spacy DEV.spacy [--json PATH] [--seed 0]
+    python scripts/calibration_shift.py MODEL TRAIN.spacy DEV.spacy [--json PATH] [--seed 0] [--folds 2]
 
 Later news has more names the model never saw in training (about half its
 entities, against a third of dev's), and a temperature fitted on dev does not
@@ -13,13 +13,14 @@ when its text occurs as an entity in TRAIN, else *unseen*
 - `one_T_fit_on_seen`: one temperature fitted on the seen entities, scored on
   the unseen (the shift: calibrated where the model is at home, used where it is not);
 - `one_T_fit_on_unseen`: the reverse;
-- `one_T_cross_fitted`: one temperature fitted on half of dev's articles (all
-  entities), scored on the other half, both ways (what `calibrate` reports),
-  split by seen/unseen;
+- `one_T_cross_fitted`: one temperature fitted on all but one fold of dev's
+  articles (all entities), scored on that fold, each fold in turn (with
+  `--folds 2`, the default, the halves: what `calibrate` reports), split by
+  seen/unseen;
 - `seen_unseen_T_cross_fitted`: a temperature for seen and one for unseen
   entities (an entity's part is known at prediction time from the training
-  names: crf_ner's `temperature` and `temperature_unseen`), fitted on half
-  the articles, scored on the other half, both ways;
+  names: crf_ner's `temperature` and `temperature_unseen`), cross-fitted the
+  same way;
 - `seen_unseen_T_on_all`: those two temperatures fitted on all of dev (what
   `calibrate --train` writes into the model).
 
@@ -68,19 +69,27 @@ def summary(conf: numpy.ndarray, correct: numpy.ndarray) -> Dict[str, float]:
     }
 
 
-def shift_report(items, docs, names, seed: int = 0) -> Dict:
+def shift_report(items, docs, names, seed: int = 0, folds: int = 2) -> Dict:
     """The report (see the module's doc) for `items` (calibrate.DocEntities of `docs`) and the
-    training names; also `seen_unseen_T_on_all`: the two temperatures fitted on all of them."""
+    training names, cross-fitted over `folds` folds of articles; also `seen_unseen_T_on_all`: the two
+    temperatures fitted on all of them."""
     correct = correctness(items)
     seen = numpy.array([d[s:e].text in names for d, it in zip(docs, items) for s, e, _ in it.keys], dtype=bool)
     article = numpy.array([i for i, it in enumerate(items) for _ in it.keys], dtype=int)
     probs = numpy.stack([numpy.concatenate([it.probs(float(t)) for it in items]) for t in GRID])  # [grid, N]
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
-    half = numpy.isin(article, order[: len(order) // 2])
+    if not 2 <= folds <= len(order):
+        raise ValueError(f"calibration shift: --folds must be between 2 and the number of articles, not {folds}")
+    fold_of = numpy.empty(len(order), dtype=int)
+    fold_of[order] = numpy.arange(len(order)) * folds // len(order)  # contiguous runs: folds=2 is the halves
+    fold = fold_of[article]
     unseen = ~seen
     report: Dict = {
-        "split": f"articles shuffled with seed {seed} into halves for cross-fitting",
+        "split": f"articles shuffled with seed {seed} into {folds} folds for cross-fitting"
+        + (" (halves)" if folds == 2 else ""),
+        "folds": folds,
+        "seed": seed,
         "counts": {"predicted": int(len(correct)), "seen": int(seen.sum()), "unseen": int(unseen.sum())},
     }
     t1 = int(numpy.argmin(abs(GRID - 1.0)))
@@ -92,10 +101,11 @@ def shift_report(items, docs, names, seed: int = 0) -> Dict:
     for name, parts in (("one_T_cross_fitted", [None]), ("seen_unseen_T_cross_fitted", [seen, unseen])):
         conf = numpy.zeros(len(correct))
         temps = []
-        for fit_half in (half, ~half):
+        for k in range(folds):
+            fit_part = fold != k
             for part in parts:
-                fit_mask = fit_half if part is None else fit_half & part
-                apply_mask = ~fit_half if part is None else ~fit_half & part
+                fit_mask = fit_part if part is None else fit_part & part
+                apply_mask = ~fit_part if part is None else ~fit_part & part
                 i = fit(probs, correct, fit_mask)
                 temps.append(round(float(GRID[i]), 3))
                 conf[apply_mask] = probs[i][apply_mask]
@@ -114,7 +124,8 @@ def main() -> None:
     parser.add_argument("train", type=Path)
     parser.add_argument("dev", type=Path)
     parser.add_argument("--name", default="crf_ner")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="shuffles the articles before they are split into folds")
+    parser.add_argument("--folds", type=int, default=2, help="folds of articles for cross-fitting (default 2: halves)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     nlp = spacy.load(args.model)
@@ -126,7 +137,7 @@ def main() -> None:
     report = {
         "model": args.model,
         "dev": str(args.dev),
-        **shift_report(items, docs, names, args.seed),
+        **shift_report(items, docs, names, args.seed, args.folds),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     for key, value in report.items():

@@ -161,3 +161,57 @@ def test_thresholds_pick_the_lowest_cut_that_reaches_the_precision():
     assert thresholds.pick(probs, correct, 0.75) == 0.8  # ties at 0.9 are kept or dropped together
     assert thresholds.pick(probs, correct, 1.0) == 0.95
     assert thresholds.pick(numpy.array([0.7]), numpy.array([False]), 0.5) == 1.0  # never reached
+
+
+def test_shift_report_cross_fits_over_folds_of_articles():
+    """scripts/calibration_shift.py: with K folds every entity is scored by temperatures fitted without its
+    article (K per procedure part), and K = 2 is the halves of the shuffled articles."""
+    spec = importlib.util.spec_from_file_location("shift_script", ROOT / "scripts" / "calibration_shift.py")
+    shift = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shift)
+    rng = numpy.random.default_rng(0)
+
+    class Span:
+        def __init__(self, text):
+            self.text = text
+
+    class Doc:  # d[s:e].text is the entity's text
+        def __init__(self, texts):
+            self.texts = texts
+
+        def __getitem__(self, sl):
+            return Span(self.texts[sl.start])
+
+    class Items:  # calibrate.DocEntities' interface: keys, correct, probs(T)
+        def __init__(self, n):
+            self.keys = [(i, i + 1, "PER") for i in range(n)]
+            self.logit = rng.normal(3, 1, size=n)
+            self.correct = rng.random(n) < 1 / (1 + numpy.exp(-self.logit / 2))
+
+        def probs(self, t):
+            return 1 / (1 + numpy.exp(-self.logit / t))
+
+    items = [Items(int(n)) for n in rng.integers(3, 9, size=20)]
+    docs = [Doc([f"name{rng.integers(0, 6)}" for _ in it.keys]) for it in items]
+    names = {"name0", "name1", "name2"}
+    for folds in (2, 5):
+        report = shift.shift_report(items, docs, names, seed=3, folds=folds)
+        assert report["folds"] == folds
+        assert len(report["one_T_cross_fitted"]["temperatures"]) == folds
+        assert len(report["seen_unseen_T_cross_fitted"]["temperatures"]) == 2 * folds
+        counts = report["counts"]
+        assert report["seen_unseen_T_cross_fitted"]["all"]["entities"] == counts["predicted"]
+        assert counts["seen"] + counts["unseen"] == counts["predicted"] == sum(len(it.keys) for it in items)
+    # K = 2: the first half of the shuffled articles is one fold
+    import random
+
+    order = list(range(len(items)))
+    random.Random(3).shuffle(order)
+    correct = numpy.concatenate([it.correct for it in items])
+    article = numpy.array([i for i, it in enumerate(items) for _ in it.keys])
+    half = numpy.isin(article, order[: len(order) // 2])
+    probs = numpy.stack([numpy.concatenate([it.probs(float(t)) for it in items]) for t in shift.GRID])
+    want = sorted(round(float(shift.GRID[shift.fit(probs, correct, m)]), 3) for m in (half, ~half))
+    assert sorted(shift.shift_report(items, docs, names, seed=3)["one_T_cross_fitted"]["temperatures"]) == want
+    with pytest.raises(ValueError, match="folds"):
+        shift.shift_report(items, docs, names, folds=1)
