@@ -215,3 +215,9 @@ def test_shift_report_cross_fits_over_folds_of_articles():
     assert sorted(shift.shift_report(items, docs, names, seed=3)["one_T_cross_fitted"]["temperatures"]) == want
     with pytest.raises(ValueError, match="folds"):
         shift.shift_report(items, docs, names, folds=1)
+    # over several split seeds: each cross-fitted ECE's mean and sd over the seeds' reports
+    reports = [shift.shift_report(items, docs, names, seed=s, folds=5) for s in (0, 1, 2)]
+    over = shift.over_seeds(reports, [0, 1, 2])
+    values = [r["seen_unseen_T_cross_fitted"]["unseen"]["ece"] for r in reports]
+    assert over["seen_unseen_T_cross_fitted"]["unseen"]["values"] == values
+    assert over["seen_unseen_T_cross_fitted"]["unseen"]["ece_mean"] == pytest.approx(numpy.mean(values), abs=1e-4)
