@@ -87,7 +87,8 @@ def shift_report(items, docs, names, seed: int = 0, folds: int = 2) -> Dict:
     if not 2 <= folds <= len(order):
         raise ValueError(f"calibration shift: --folds must be between 2 and the number of articles, not {folds}")
     fold_of = numpy.empty(len(order), dtype=int)
-    fold_of[order] = numpy.arange(len(order)) * folds // len(order)  # contiguous runs: folds=2 is the halves
+    # contiguous runs of the shuffled articles, fold k from floor(k n / K): with K = 2 fold 0 is order[: n // 2]
+    fold_of[order] = (numpy.arange(1, len(order) + 1) * folds - 1) // len(order)
     fold = fold_of[article]
     unseen = ~seen
     report: Dict = {
@@ -106,7 +107,7 @@ def shift_report(items, docs, names, seed: int = 0, folds: int = 2) -> Dict:
     for name, parts in (("one_T_cross_fitted", [None]), ("seen_unseen_T_cross_fitted", [seen, unseen])):
         conf = numpy.zeros(len(correct))
         temps = []
-        for k in range(folds):
+        for k in reversed(range(folds)):  # with K = 2: fitted on the first half first, as before
             fit_part = fold != k
             for part in parts:
                 fit_mask = fit_part if part is None else fit_part & part

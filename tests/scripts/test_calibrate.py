@@ -191,7 +191,7 @@ def test_shift_report_cross_fits_over_folds_of_articles():
         def probs(self, t):
             return 1 / (1 + numpy.exp(-self.logit / t))
 
-    items = [Items(int(n)) for n in rng.integers(3, 9, size=20)]
+    items = [Items(int(n)) for n in rng.integers(3, 9, size=21)]  # an odd number: the halves are 10 and 11
     docs = [Doc([f"name{rng.integers(0, 6)}" for _ in it.keys]) for it in items]
     names = {"name0", "name1", "name2"}
     for folds in (2, 5):
@@ -211,8 +211,10 @@ def test_shift_report_cross_fits_over_folds_of_articles():
     article = numpy.array([i for i, it in enumerate(items) for _ in it.keys])
     half = numpy.isin(article, order[: len(order) // 2])
     probs = numpy.stack([numpy.concatenate([it.probs(float(t)) for it in items]) for t in shift.GRID])
-    want = sorted(round(float(shift.GRID[shift.fit(probs, correct, m)]), 3) for m in (half, ~half))
-    assert sorted(shift.shift_report(items, docs, names, seed=3)["one_T_cross_fitted"]["temperatures"]) == want
+    want = [round(float(shift.GRID[shift.fit(probs, correct, m)]), 3) for m in (half, ~half)]
+    conf = numpy.where(half, probs[shift.fit(probs, correct, ~half)], probs[shift.fit(probs, correct, half)])
+    report = shift.shift_report(items, docs, names, seed=3)["one_T_cross_fitted"]
+    assert report["temperatures"] == want and report["all"] == shift.summary(conf, correct)
     with pytest.raises(ValueError, match="folds"):
         shift.shift_report(items, docs, names, folds=1)
     # over several split seeds: each cross-fitted ECE's mean and sd over the seeds' reports

@@ -302,7 +302,8 @@ class CRFEntityRecognizer(ReadOnlySettings, TrainablePipe):
         """Docs in order, annotated. As spaCy's parser does, each batch of `batch_size` docs is predicted in
         sub-batches of a quarter of it, sorted by length: the embedding's per-batch arrays stay a quarter the
         size (a batch of 64 articles makes arrays of tens of MB, which glibc's default allocator maps and unmaps
-        anew for every batch) and less padding is computed. No prediction depends on its batch."""
+        anew for every batch) and less padding is computed. No prediction depends on its batch (beyond float rounding: a
+        kernel may be chosen by shape)."""
         error_handler = self.get_error_handler()
         for batch in minibatch(stream, size=batch_size):
             in_order = list(batch)

@@ -79,17 +79,17 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Cal
     vectors = docs[0].vocab.vectors
     orth = numpy.concatenate([doc.to_array(ORTH) for doc in docs])
     rows = ops.asarray(vectors.find(keys=orth))
-    # Both gathers are fresh copies, so a word a table lacks is zeroed in place (as StaticVectors zeroes its
-    # rows); the two tables are projected by two products into one output rather than one product over their
-    # concatenation: no third batch-sized copy, which at a pipe batch of 64 articles is past glibc's mmap
-    # threshold and was measured to cost the pipeline 11% of its words/s
+    # Both gathers are fresh copies, so a word a table lacks is zeroed in place, by a multiply (a boolean-mask
+    # assignment would make cupy wait on the device to count the mask). The two tables are projected by two
+    # products into one output rather than one product over their concatenation, which would be a third
+    # batch-sized array to allocate and fault in on every batch (docs/benchmarks.md)
     V = ops.asarray(vectors.data)[rows]
-    V[rows < 0] = 0
+    V *= (rows >= 0)[:, None]
     words = ops.asarray(numpy.concatenate([doc.to_array(intify_attr(model.attrs["attr"])) for doc in docs]))
     keys, E = model.get_param("keys"), model.get_param("E")
     at = xp.minimum(xp.searchsorted(keys, words), len(keys) - 1)
     U = E[at]
-    U[keys[at] != words] = 0
+    U *= (keys[at] == words)[:, None]
     W = model.get_param("W")
     nM = V.shape[1]
     Y = ops.gemm(V, ops.as_contig(W[:, :nM]), trans2=True)
