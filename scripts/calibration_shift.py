@@ -78,11 +78,25 @@ def shift_report(items, docs, names, seed: int = 0, folds: int = 2) -> Dict:
     """The report (see the module's doc) for `items` (calibrate.DocEntities of `docs`) and the
     training names, cross-fitted over `folds` folds of articles; also `seen_unseen_T_on_all`: the two
     temperatures fitted on all of them."""
-    correct = correctness(items)
-    seen = numpy.array([d[s:e].text in names for d, it in zip(docs, items) for s, e, _ in it.keys], dtype=bool)
-    article = numpy.array([i for i, it in enumerate(items) for _ in it.keys], dtype=int)
-    probs = numpy.stack([numpy.concatenate([it.probs(float(t)) for it in items]) for t in GRID])  # [grid, N]
-    order = list(range(len(items)))
+    return report_for_split(entity_arrays(items, docs, names), seed, folds)
+
+
+def entity_arrays(items, docs, names) -> Dict[str, numpy.ndarray]:
+    """Per predicted entity: whether it is correct and seen, its article, and its probability at every grid
+    temperature ([grid, N]: the costly part, a forward-backward per temperature, computed once for all splits)."""
+    return {
+        "correct": correctness(items),
+        "seen": numpy.array([d[s:e].text in names for d, it in zip(docs, items) for s, e, _ in it.keys], dtype=bool),
+        "article": numpy.array([i for i, it in enumerate(items) for _ in it.keys], dtype=int),
+        "probs": numpy.stack([numpy.concatenate([it.probs(float(t)) for it in items]) for t in GRID]),
+        "n_articles": len(items),
+    }
+
+
+def report_for_split(arrays: Dict, seed: int = 0, folds: int = 2) -> Dict:
+    """shift_report's report from `entity_arrays`, the articles shuffled with `seed` into `folds` folds."""
+    correct, seen, article, probs = (arrays[k] for k in ("correct", "seen", "article", "probs"))
+    order = list(range(arrays["n_articles"]))
     random.Random(seed).shuffle(order)
     if not 2 <= folds <= len(order):
         raise ValueError(f"calibration shift: --folds must be between 2 and the number of articles, not {folds}")
@@ -157,7 +171,8 @@ def main() -> None:
     refs = list(DocBin().from_disk(args.dev).get_docs(nlp.vocab))
     docs = gold_token_docs(nlp.vocab, refs)
     items = [DocEntities(pipe, d, g, em) for d, g, em in zip(docs, refs, pipe.emissions(docs))]
-    reports = [shift_report(items, docs, names, seed, args.folds) for seed in args.seed]
+    arrays = entity_arrays(items, docs, names)
+    reports = [report_for_split(arrays, seed, args.folds) for seed in args.seed]
     report = {"model": args.model, "dev": str(args.dev), **reports[0]}
     if len(reports) > 1:
         report["over_split_seeds"] = over_seeds(reports, args.seed)
