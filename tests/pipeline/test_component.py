@@ -102,6 +102,7 @@ def test_factory_and_entry_points():
         "HashCharEmbed.v2",
         "HashCharEmbed.v3",
         "HashCharEmbed.v4",
+        "HashCharEmbed.v5",
         "HashCharCNNEmbed.v1",
         "WithSpelling.v1",
     ):

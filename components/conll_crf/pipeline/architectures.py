@@ -1,7 +1,7 @@
 """The registered architectures, current versions: `conll_crf.BiLSTMCRF.v3`
-(tok2vec -> BiLSTM -> CRF), `conll_crf.HashCharEmbed.v4` (the CPU embedding:
+(tok2vec -> BiLSTM -> CRF), `conll_crf.HashCharEmbed.v5` (the CPU embedding:
 hashed word features, characters, optional static vectors with an optional
-word table stacked beside them, word dropout),
+word table stacked beside them, word dropout, known words),
 `conll_crf.HashCharCNNEmbed.v1` (the same with a character CNN) and
 `conll_crf.WithSpelling.v1` (spelling features beside a transformer's).
 Registered names never change behaviour: a change of behaviour gets a new
@@ -218,8 +218,8 @@ def hash_char_embed(
     )
 
 
-@registry.architectures("conll_crf.HashCharEmbed.v4")
-def build_hash_char_embed_v4(
+@registry.architectures("conll_crf.HashCharEmbed.v5")
+def build_hash_char_embed_v5(
     width: int = 96,
     attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
     rows: List[int] = [5000, 1000, 2500, 2500],
@@ -231,6 +231,7 @@ def build_hash_char_embed_v4(
     word_dropout: float = 0.0,
     word_table: Optional[str] = None,
     word_table_attr: str = "LOWER",
+    known_words_min_count: int = 0,
 ) -> Model[List[Doc], List[Floats2d]]:
     """Hashed word features and characters (`hash_char_embed`), static vectors
     when `include_static_vectors` (set them with [initialize] vectors, e.g. a
@@ -247,13 +248,21 @@ def build_hash_char_embed_v4(
       CharacterEmbed alike, see word_dropout.py) and keep their spelling
       (prefix, suffix, shape, characters) and context. Nothing changes in
       prediction. Static vectors and the word table are not dropped.
+    - `known_words_min_count` (new in v5; 0, the default, is v4): a word the
+      training data has fewer times than this loses its word identity the same
+      way, in training and in prediction (Lample et al.'s UNK: a word never
+      seen in training reads the "unknown" identity that word dropout trains
+      instead of hashed rows other words trained). Counted by crf_ner.initialize
+      from the training examples, saved with the weights.
 
     Output width: width + char_width."""
+    if known_words_min_count < 0:
+        raise ValueError(f"conll_crf.HashCharEmbed.v5: known_words_min_count must be >= 0, got {known_words_min_count}")
     if word_table is None:
         model = hash_char_embed(width, attrs, rows, char_width, char_rows, nM, nC, include_static_vectors)
     elif not include_static_vectors:
         raise ValueError(
-            "conll_crf.HashCharEmbed.v4: word_table stacks its vectors beside the pipeline's static vectors; "
+            "conll_crf.HashCharEmbed.v5: word_table stacks its vectors beside the pipeline's static vectors; "
             "set include_static_vectors = true (and [initialize] vectors)"
         )
     else:
@@ -262,9 +271,11 @@ def build_hash_char_embed_v4(
             width=char_width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature="NORM"
         )
         model = concatenate(multi_hash_embed_stacked(width, attrs, rows, static), characters)
+    if word_dropout or known_words_min_count:
+        # (the CharacterEmbed always reads NORM: there is one node at least)
+        _drop_word_identity(model, known_words_min_count)
     if not word_dropout:
         return model
-    _drop_word_identity(model)  # (the CharacterEmbed always reads NORM: there is one node at least)
     return concatenate_with_word_dropout(model, word_dropout)
 
 
@@ -307,13 +318,15 @@ def build_hash_char_cnn_embed(
     return concatenate_with_word_dropout(model, word_dropout)
 
 
-def _drop_word_identity(model: Model) -> None:
-    """An `unknown_words` node after every FeatureExtractor in `model` that reads a word-identity attribute."""
+def _drop_word_identity(model: Model, min_count: int = 0) -> None:
+    """An `unknown_words` node after every FeatureExtractor in `model` that reads a word-identity attribute; with
+    `min_count`, it also drops the words the training data has fewer times (word_dropout.py)."""
     for extractor in [node for node in model.walk() if node.name == "extract_features"]:
         columns = [intify_attr(c) for c in extractor.attrs["columns"]]
         word_columns = [i for i, c in enumerate(columns) if c in WORD_IDENTITY_ATTRS]
         if word_columns:
-            model.replace_node(extractor, chain(extractor, unknown_words(word_columns)))
+            unknown = unknown_words(word_columns, [columns[i] for i in word_columns], min_count)
+            model.replace_node(extractor, chain(extractor, unknown))
 
 
 @registry.architectures("conll_crf.WithSpelling.v1")

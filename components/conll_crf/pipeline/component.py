@@ -58,6 +58,7 @@ from .scored_spans import probs_by_name, write_scored_spans  # (the module also 
 from .settings import LearnedCfg, ReadOnlySettings
 from .thinc_head import Prediction, doc_emissions, rows_by_doc, torch_module
 from .training_targets import gold_targets, training_constraints
+from .word_dropout import count_known_words
 
 
 @Language.factory(
@@ -276,6 +277,8 @@ class CRFEntityRecognizer(ReadOnlySettings, TrainablePipe):
         if not self.labels:
             raise ValueError("[crf_ner] no entity labels: the training examples have no entities and none were given")
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
+        # the training data's known words (HashCharEmbed.v5's known_words_min_count), before the model's first forward
+        count_known_words(self.model, (eg.predicted for eg in get_examples()))
         self.model.attrs["tags"] = self.tags
         self.model.attrs["scheme"] = self.cfg["scheme"]
         self.model.initialize(X=doc_sample)

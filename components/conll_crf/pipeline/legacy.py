@@ -2,7 +2,7 @@
 pipelines that name them behave as they did (the spacy-legacy pattern). Each is
 a thin shim over the current builder in architectures.py or loggers.py; new
 configs use the current versions: `conll_crf.BiLSTMCRF.v3`,
-`conll_crf.HashCharEmbed.v4`, `conll_crf.JSONLLogger.v2`."""
+`conll_crf.HashCharEmbed.v5`, `conll_crf.JSONLLogger.v2`."""
 
 from typing import Callable, List, Optional
 
@@ -11,7 +11,7 @@ from spacy.util import registry
 from thinc.api import Model
 from thinc.types import Floats2d
 
-from .architectures import bilstm_crf, build_hash_char_embed_v4, hash_char_embed
+from .architectures import bilstm_crf, build_hash_char_embed_v5, hash_char_embed
 from .loggers import jsonl_logger
 
 
@@ -60,6 +60,37 @@ def build_bilstm_crf_v1(
     )
 
 
+@registry.architectures("conll_crf.HashCharEmbed.v4")
+def build_hash_char_embed_v4(
+    width: int = 96,
+    attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+    rows: List[int] = [5000, 1000, 2500, 2500],
+    char_width: int = 64,
+    char_rows: int = 5000,
+    nM: int = 64,
+    nC: int = 8,
+    include_static_vectors: bool = False,
+    word_dropout: float = 0.0,
+    word_table: Optional[str] = None,
+    word_table_attr: str = "LOWER",
+) -> Model[List[Doc], List[Floats2d]]:
+    """`conll_crf.HashCharEmbed.v5` without known words (known_words_min_count = 0)."""
+    return build_hash_char_embed_v5(
+        width,
+        attrs,
+        rows,
+        char_width,
+        char_rows,
+        nM,
+        nC,
+        include_static_vectors,
+        word_dropout,
+        word_table,
+        word_table_attr,
+        known_words_min_count=0,
+    )
+
+
 @registry.architectures("conll_crf.HashCharEmbed.v3")
 def build_hash_char_embed_v3(
     width: int = 96,
@@ -72,8 +103,8 @@ def build_hash_char_embed_v3(
     include_static_vectors: bool = False,
     word_dropout: float = 0.0,
 ) -> Model[List[Doc], List[Floats2d]]:
-    """`conll_crf.HashCharEmbed.v4` without a word table (word_table = null)."""
-    return build_hash_char_embed_v4(
+    """`conll_crf.HashCharEmbed.v5` without a word table (word_table = null) or known words."""
+    return build_hash_char_embed_v5(
         width, attrs, rows, char_width, char_rows, nM, nC, include_static_vectors, word_dropout, word_table=None
     )
 

@@ -15,10 +15,24 @@ in. Nothing is shared outside the model, so `Model.copy()` (spaCy's
 `replace_listeners` copies a tok2vec) and serialization keep it working; it
 replaces the concatenate node rather than adding one, so the model has as many
 nodes as v2's plus one per FeatureExtractor. In prediction nothing is drawn and
-nothing changes."""
+nothing changes.
 
-from typing import Callable, List, Sequence, Tuple
+Known words (`conll_crf.HashCharEmbed.v5`'s `known_words_min_count`, Lample
+et al.'s UNK for words outside the training vocabulary): an `unknown_words`
+node made with `min_count > 0` also sets to UNKNOWN_WORD_ID, in training and
+prediction alike, every word its training data had fewer than `min_count`
+times. Without it a word never seen in training gets whatever hashed rows
+other words trained (HashEmbed's collisions); with it, it gets the one
+"unknown" identity that word dropout trains. The known keys are counted once,
+from the training examples, by `count_known_words` (crf_ner.initialize calls
+it before the model is built) and saved with the weights as the node's
+"known" parameter (sorted uint64 hashes; looked up on the device by a binary
+search)."""
 
+from collections import Counter
+from typing import Callable, Iterable, List, Sequence, Tuple
+
+import numpy
 from spacy.tokens import Doc
 from thinc.api import Model
 from thinc.layers.concatenate import forward as concatenate_forward
@@ -51,12 +65,46 @@ def concatenate_with_word_dropout(
     )
 
 
-def unknown_words(columns: Sequence[int]) -> Model[List[Ints2d], List[Ints2d]]:
+def unknown_words(
+    columns: Sequence[int], attrs: Sequence[int] = (), min_count: int = 0
+) -> Model[List[Ints2d], List[Ints2d]]:
     """A FeatureExtractor's output with its `columns` (the word-identity
-    attributes) set to UNKNOWN_WORD_ID on the tokens of the mask that the
-    enclosing `concatenate_with_word_dropout` sets for a training call (`attrs["mask"]`: one
-    boolean array per doc, None outside such a call: nothing changes)."""
-    return Model("unknown_words", _unknown_forward, attrs={"columns": list(columns), "mask": None})
+    attributes `attrs`, spaCy attribute ids) set to UNKNOWN_WORD_ID on the tokens
+    of the mask that the enclosing `concatenate_with_word_dropout` sets for a
+    training call (`attrs["mask"]`: one boolean array per doc, None outside such
+    a call), and, when `min_count` > 0, on every word counted fewer than
+    `min_count` times in the training data (see module doc)."""
+    if min_count < 0:
+        raise ValueError(f"unknown_words: min_count must be >= 0, got {min_count}")
+    if min_count and len(attrs) != len(columns):
+        raise ValueError("unknown_words: known words need the attribute of each column")
+    return Model(
+        "unknown_words",
+        _unknown_forward,
+        attrs={"columns": list(columns), "mask": None, "word_attrs": list(attrs), "min_count": min_count},
+        params={"known": None} if min_count else {},
+    )
+
+
+def count_known_words(model: Model, docs: Iterable[Doc]) -> int:
+    """Set the known words of every `unknown_words` node in `model` that has a min_count (see module doc) from
+    `docs`, the training data as the model reads it (the examples' predicted docs). Returns how many nodes were set;
+    0 when the model has none, and then `docs` is not read."""
+    nodes = [n for n in model.walk() if n._func is _unknown_forward and n.attrs.get("min_count")]
+    if not nodes:
+        return 0
+    attrs = sorted({a for node in nodes for a in node.attrs["word_attrs"]})
+    counts = {a: Counter() for a in attrs}
+    for doc in docs:
+        values = doc.to_array(attrs).reshape(len(doc), len(attrs))
+        for i, a in enumerate(attrs):
+            counts[a].update(values[:, i].tolist())
+    for node in nodes:
+        min_count = node.attrs["min_count"]
+        known = {key for a in node.attrs["word_attrs"] for key, n in counts[a].items() if n >= min_count}
+        keys = numpy.array(sorted(known), dtype="uint64")
+        node.set_param("known", node.ops.asarray(keys, dtype="uint64"))
+    return len(nodes)
 
 
 def _dropout_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
@@ -78,6 +126,13 @@ def _dropout_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Lis
 
 def _unknown_forward(model: Model, Xs: List[Ints2d], is_train: bool) -> Tuple[List[Ints2d], Callable]:
     masks = model.attrs["mask"]
+    if model.attrs.get("min_count"):
+        if not model.has_param("known"):
+            raise ValueError(
+                "unknown_words: the known words were never counted; crf_ner.initialize counts them from the "
+                "training examples (or call count_known_words(model, docs) before the model is initialized)"
+            )
+        masks = _unknown_masks(model, Xs, masks)
     if masks is None:
         return Xs, lambda dY: dY
     if [len(m) for m in masks] != [len(x) for x in Xs]:
@@ -94,3 +149,21 @@ def _unknown_forward(model: Model, Xs: List[Ints2d], is_train: bool) -> Tuple[Li
         y[:, columns] = xp.where(mask[:, None], xp.asarray(UNKNOWN_WORD_ID, dtype=y.dtype), y[:, columns])
         Ys.append(y)
     return Ys, lambda dY: dY
+
+
+def _unknown_masks(model: Model, Xs: List[Ints2d], dropped) -> List:
+    """Per doc, the tokens whose word (in any of the node's columns) is not known, or'ed with `dropped` (word
+    dropout's masks, or None)."""
+    xp = model.ops.xp
+    known = model.get_param("known")
+    columns = list(model.attrs["columns"])
+    masks = []
+    for i, x in enumerate(Xs):
+        if len(known):
+            words = x[:, columns]
+            at = xp.minimum(xp.searchsorted(known, words), len(known) - 1)
+            unknown = (known[at] != words).any(axis=1)
+        else:
+            unknown = xp.ones(len(x), dtype=bool)
+        masks.append(unknown if dropped is None else unknown | dropped[i])
+    return masks
