@@ -253,7 +253,9 @@ def build_hash_char_embed_v5(
       way, in training and in prediction (Lample et al.'s UNK: a word never
       seen in training reads the "unknown" identity that word dropout trains
       instead of hashed rows other words trained). Counted by crf_ner.initialize
-      from the training examples, saved with the weights.
+      from the training examples (gold tokens and the tokenizer's split of
+      their text), saved with the weights: the embedding must be in crf_ner's
+      own model, not in a shared tok2vec component.
 
     Output width: width + char_width."""
     if known_words_min_count < 0:

@@ -278,7 +278,7 @@ class CRFEntityRecognizer(ReadOnlySettings, TrainablePipe):
             raise ValueError("[crf_ner] no entity labels: the training examples have no entities and none were given")
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
         # the training data's known words (HashCharEmbed.v5's known_words_min_count), before the model's first forward
-        count_known_words(self.model, (eg.predicted for eg in get_examples()))
+        count_known_words(self.model, get_examples(), nlp.make_doc if nlp is not None else None)
         self.model.attrs["tags"] = self.tags
         self.model.attrs["scheme"] = self.cfg["scheme"]
         self.model.initialize(X=doc_sample)

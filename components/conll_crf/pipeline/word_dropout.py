@@ -25,15 +25,20 @@ times. Without it a word never seen in training gets whatever hashed rows
 other words trained (HashEmbed's collisions); with it, it gets the one
 "unknown" identity that word dropout trains. The known keys are counted once,
 from the training examples, by `count_known_words` (crf_ner.initialize calls
-it before the model is built) and saved with the weights as the node's
+it before the model is built, so the embedding must be in crf_ner's own model,
+not in a shared tok2vec; an augmenter that moves names about, such as mention
+replacement, moves them in the counting pass too) and saved with the weights as the node's
 "known" parameter (sorted uint64 hashes; looked up on the device by a binary
 search)."""
 
+import logging
+import warnings
 from collections import Counter
-from typing import Callable, Iterable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 from spacy.tokens import Doc
+from spacy.training import Example
 from thinc.api import Model
 from thinc.layers.concatenate import forward as concatenate_forward
 from thinc.layers.concatenate import init as concatenate_init
@@ -42,6 +47,10 @@ from thinc.types import Floats2d, Ints2d
 # The id that replaces a dropped word's NORM hash: any fixed 64-bit value that
 # no real string hashes to in practice (HashEmbed hashes it on to its rows).
 UNKNOWN_WORD_ID = 0x554E4B4E4F574E21  # "UNKNOWN!"
+# Fewer training examples than this for the known words draws a warning (a streamed corpus gives initialize 100)
+MIN_EXAMPLES = 200
+
+logger = logging.getLogger(__name__)
 
 
 def concatenate_with_word_dropout(
@@ -73,7 +82,9 @@ def unknown_words(
     of the mask that the enclosing `concatenate_with_word_dropout` sets for a
     training call (`attrs["mask"]`: one boolean array per doc, None outside such
     a call), and, when `min_count` > 0, on every word counted fewer than
-    `min_count` times in the training data (see module doc)."""
+    `min_count` times in the training data (see module doc). One known set serves all the node's attributes, and
+    a token whose word is unknown in any of its columns loses all of them, as a dropped word does (the CPU recipes
+    read NORM alone)."""
     if min_count < 0:
         raise ValueError(f"unknown_words: min_count must be >= 0, got {min_count}")
     if min_count and len(attrs) != len(columns):
@@ -86,25 +97,43 @@ def unknown_words(
     )
 
 
-def count_known_words(model: Model, docs: Iterable[Doc]) -> int:
-    """Set the known words of every `unknown_words` node in `model` that has a min_count (see module doc) from
-    `docs`, the training data as the model reads it (the examples' predicted docs). Returns how many nodes were set;
-    0 when the model has none, and then `docs` is not read."""
+def count_known_words(
+    model: Model, examples: Iterable[Example], make_doc: Optional[Callable[[str], Doc]] = None
+) -> int:
+    """Set the known words of every `unknown_words` node in `model` that has a min_count (see module doc) from the
+    training `examples`. A word's count is the larger of its counts in the examples' gold tokens and in their text as
+    `make_doc` (the pipeline's tokenizer) splits it, or in the examples' predicted docs without `make_doc`: the model
+    trains on both tokenizations, and counting both keeps the known words from depending on which articles an
+    augmenter happened to re-tokenize in this pass. Returns how many examples were counted; 0 when the model has no
+    such node, and then `examples` is not read."""
     nodes = [n for n in model.walk() if n._func is _unknown_forward and n.attrs.get("min_count")]
     if not nodes:
         return 0
     attrs = sorted({a for node in nodes for a in node.attrs["word_attrs"]})
-    counts = {a: Counter() for a in attrs}
-    for doc in docs:
-        values = doc.to_array(attrs).reshape(len(doc), len(attrs))
-        for i, a in enumerate(attrs):
-            counts[a].update(values[:, i].tolist())
+    gold, split = ({a: Counter() for a in attrs} for _ in range(2))
+    n_examples = 0
+    for eg in examples:
+        n_examples += 1
+        other = make_doc(eg.reference.text) if make_doc is not None else eg.predicted
+        for doc, counts in ((eg.reference, gold), (other, split)):
+            values = doc.to_array(attrs).reshape(len(doc), len(attrs))
+            for i, a in enumerate(attrs):
+                counts[a].update(values[:, i].tolist())
     for node in nodes:
         min_count = node.attrs["min_count"]
-        known = {key for a in node.attrs["word_attrs"] for key, n in counts[a].items() if n >= min_count}
+        known = set()
+        for a in node.attrs["word_attrs"]:
+            known.update(key for key, n in gold[a].items() if n >= min_count)
+            known.update(key for key, n in split[a].items() if n >= min_count)
         keys = numpy.array(sorted(known), dtype="uint64")
         node.set_param("known", node.ops.asarray(keys, dtype="uint64"))
-    return len(nodes)
+    logger.info("known words: %d from %d training examples", len(keys), n_examples)
+    if n_examples < MIN_EXAMPLES:
+        warnings.warn(
+            f"known words: counted from {n_examples} training examples only, so most words will read as unknown "
+            "(spaCy gives initialize only 100 examples of a streamed corpus, [training] max_epochs = -1)"
+        )
+    return n_examples
 
 
 def _dropout_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
@@ -130,7 +159,9 @@ def _unknown_forward(model: Model, Xs: List[Ints2d], is_train: bool) -> Tuple[Li
         if not model.has_param("known"):
             raise ValueError(
                 "unknown_words: the known words were never counted; crf_ner.initialize counts them from the "
-                "training examples (or call count_known_words(model, docs) before the model is initialized)"
+                "training examples, so the embedding with known_words_min_count must sit in crf_ner's own model, "
+                "not in a shared tok2vec component (or call count_known_words(model, examples) before the model "
+                "is initialized)"
             )
         masks = _unknown_masks(model, Xs, masks)
     if masks is None:
