@@ -29,6 +29,8 @@ from thinc.api import Model
 from thinc.initializers import glorot_uniform_init
 from thinc.types import Ragged
 
+from .sorted_keys import find_sorted
+
 
 def stacked_static_vectors(nO: int, word_table: str, attr: str = "LOWER") -> Model[List[Doc], Ragged]:
     """W @ [pipeline vector ; word-table vector] per token (see module doc). `word_table`: the folder of a spaCy
@@ -87,9 +89,9 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Cal
     V *= (rows >= 0)[:, None]
     words = ops.asarray(numpy.concatenate([doc.to_array(intify_attr(model.attrs["attr"])) for doc in docs]))
     keys, E = model.get_param("keys"), model.get_param("E")
-    at = xp.minimum(xp.searchsorted(keys, words), len(keys) - 1)
+    at, found = find_sorted(xp, keys, words)
     U = E[at]
-    U *= (keys[at] == words)[:, None]
+    U *= found[:, None]
     W = model.get_param("W")
     nM = V.shape[1]
     Y = ops.gemm(V, ops.as_contig(W[:, :nM]), trans2=True)

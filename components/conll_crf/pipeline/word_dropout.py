@@ -44,6 +44,8 @@ from thinc.layers.concatenate import forward as concatenate_forward
 from thinc.layers.concatenate import init as concatenate_init
 from thinc.types import Floats2d, Ints2d
 
+from .sorted_keys import find_sorted
+
 # The id that replaces a dropped word's NORM hash: any fixed 64-bit value that
 # no real string hashes to in practice (HashEmbed hashes it on to its rows).
 UNKNOWN_WORD_ID = 0x554E4B4E4F574E21  # "UNKNOWN!"
@@ -125,9 +127,8 @@ def count_known_words(
         for a in node.attrs["word_attrs"]:
             known.update(key for key, n in gold[a].items() if n >= min_count)
             known.update(key for key, n in split[a].items() if n >= min_count)
-        keys = numpy.array(sorted(known), dtype="uint64")
-        node.set_param("known", node.ops.asarray(keys, dtype="uint64"))
-    logger.info("known words: %d from %d training examples", len(keys), n_examples)
+        node.set_param("known", node.ops.asarray(numpy.array(sorted(known), dtype="uint64"), dtype="uint64"))
+        logger.info("known words (%s): %d from %d training examples", node.name, len(known), n_examples)
     if n_examples < MIN_EXAMPLES:
         warnings.warn(
             f"known words: counted from {n_examples} training examples only, so most words will read as unknown "
@@ -184,17 +185,15 @@ def _unknown_forward(model: Model, Xs: List[Ints2d], is_train: bool) -> Tuple[Li
 
 def _unknown_masks(model: Model, Xs: List[Ints2d], dropped) -> List:
     """Per doc, the tokens whose word (in any of the node's columns) is not known, or'ed with `dropped` (word
-    dropout's masks, or None)."""
+    dropout's masks, or None). One search over the whole batch, split back into docs by their (host-side) lengths."""
     xp = model.ops.xp
     known = model.get_param("known")
-    columns = list(model.attrs["columns"])
-    masks = []
-    for i, x in enumerate(Xs):
-        if len(known):
-            words = x[:, columns]
-            at = xp.minimum(xp.searchsorted(known, words), len(known) - 1)
-            unknown = (known[at] != words).any(axis=1)
-        else:
-            unknown = xp.ones(len(x), dtype=bool)
-        masks.append(unknown if dropped is None else unknown | dropped[i])
-    return masks
+    if not Xs:
+        return []
+    if len(known):
+        words = xp.concatenate([x[:, list(model.attrs["columns"])] for x in Xs])
+        unknown = ~find_sorted(xp, known, words)[1].all(axis=1)
+        masks = xp.split(unknown, numpy.cumsum([len(x) for x in Xs[:-1]]).tolist())
+    else:
+        masks = [xp.ones(len(x), dtype=bool) for x in Xs]
+    return masks if dropped is None else [m | d for m, d in zip(masks, dropped)]
