@@ -97,6 +97,14 @@ def auroc(conf: numpy.ndarray, correct: numpy.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def ece_draws(conf: numpy.ndarray, draws: int = 200, seed: int = 0) -> numpy.ndarray:
+    """The ECEs [draws] of a perfectly calibrated model with these confidences on this many entities: each
+    draw simulates the outcomes, every entity correct with probability = its confidence."""
+    rng = numpy.random.default_rng(seed)
+    conf = numpy.clip(conf, 0.0, 1.0)
+    return numpy.array([ece(conf, (rng.random(len(conf)) < conf).astype(float)) for _ in range(draws)])
+
+
 def ece_floor(conf: numpy.ndarray, draws: int = 200, seed: int = 0) -> float:
     """The ECE that a perfectly calibrated model with these confidences would
     show on this many entities (mean over `draws` simulated outcomes, each
@@ -104,9 +112,7 @@ def ece_floor(conf: numpy.ndarray, draws: int = 200, seed: int = 0) -> float:
     floor, since ECE over finite bins is biased upwards."""
     if len(conf) == 0:
         return float("nan")
-    rng = numpy.random.default_rng(seed)
-    conf = numpy.clip(conf, 0.0, 1.0)
-    return float(numpy.mean([ece(conf, (rng.random(len(conf)) < conf).astype(float)) for _ in range(draws)]))
+    return float(ece_draws(conf, draws, seed).mean())
 
 
 def metrics(conf: numpy.ndarray, correct: numpy.ndarray) -> Dict[str, float]:

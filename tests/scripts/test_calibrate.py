@@ -223,3 +223,19 @@ def test_shift_report_cross_fits_over_folds_of_articles():
     values = [r["seen_unseen_T_cross_fitted"]["unseen"]["ece"] for r in reports]
     assert over["seen_unseen_T_cross_fitted"]["unseen"]["values"] == values
     assert over["seen_unseen_T_cross_fitted"]["unseen"]["ece_mean"] == pytest.approx(numpy.mean(values), abs=1e-4)
+
+
+def test_shift_summary_sets_each_ece_beside_its_noise_floor():
+    """scripts/calibration_shift.py: a calibrated part's ECE sits inside the floor's spread, an over-confident
+    one's above all of it."""
+    spec = importlib.util.spec_from_file_location("shift_script", ROOT / "scripts" / "calibration_shift.py")
+    shift = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shift)
+    rng = numpy.random.default_rng(1)
+    conf = rng.uniform(0.3, 1.0, size=2000)
+    calibrated = shift.summary(conf, rng.random(2000) < conf)
+    assert 0 < calibrated["ece_if_calibrated"] < 0.05
+    assert calibrated["p_calibrated"] > 0.05
+    over_confident = shift.summary(conf, rng.random(2000) < conf - 0.1)
+    assert over_confident["ece"] > 0.08 and over_confident["p_calibrated"] == 0.0
+    assert shift.summary(conf[:0], conf[:0] > 0)["entities"] == 0
