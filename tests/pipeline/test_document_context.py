@@ -76,5 +76,52 @@ def test_add_mode_keeps_the_width_and_its_gradient():
     dY = rng.normal(size=(6, 3)).astype("float32")
     backprop([dY])
     numpy.testing.assert_allclose(grads[0], dY + A.T @ dY, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="mode must be 'concat' or 'add'"):
+    with pytest.raises(ValueError, match="mode must be one of 'concat', 'add', 'project', not 'max'"):
         build_document_context(fixed_vectors(arrays, []), mode="max")
+
+
+def test_project_mode_starts_as_add_and_learns_its_matrix_with_the_exact_gradient():
+    nlp = spacy.blank("en")
+    docs = [nlp("Germany beat GERMANY and germany ."), nlp("")]
+    rng = numpy.random.default_rng(2)
+    arrays = [rng.normal(size=(6, 3)).astype("float32"), numpy.zeros((0, 3), dtype="float32")]
+    grads = []
+    model = build_document_context(fixed_vectors(arrays, grads), mode="project")
+    model.initialize(X=docs[:1])
+    assert model.get_dim("nO") == 3
+    assert not model.get_param("D").any()  # D starts at 0: the same output as "add"
+    add = build_document_context(fixed_vectors(arrays, []), mode="add")
+    add.initialize(X=docs[:1])
+    numpy.testing.assert_array_equal(model.predict(docs[:1])[0], add.predict(docs[:1])[0])
+    D = rng.normal(size=(3, 3)).astype("float32")
+    model.set_param("D", D)
+    A = numpy.eye(6, dtype="float32")  # the mean operator
+    A[numpy.ix_([0, 2, 4], [0, 2, 4])] = 1 / 3
+    X, M = arrays[0], A @ arrays[0]
+    Ys, backprop = model.begin_update(docs)
+    numpy.testing.assert_allclose(Ys[0], X + M + M @ D.T, rtol=1e-5, atol=1e-6)
+    assert Ys[1].shape == (0, 3)
+    dY = rng.normal(size=(6, 3)).astype("float32")
+    backprop([dY, numpy.zeros((0, 3), dtype="float32")])
+    numpy.testing.assert_allclose(grads[0], dY + A.T @ (dY + dY @ D), rtol=1e-5, atol=1e-5)
+    numpy.testing.assert_allclose(model.get_grad("D"), dY.T @ M, rtol=1e-5, atol=1e-5)
+    # the learned matrix is saved with the weights
+    copy = build_document_context(fixed_vectors(arrays, []), mode="project")
+    copy.initialize(X=docs[:1])
+    copy.from_bytes(model.to_bytes())
+    numpy.testing.assert_array_equal(copy.get_param("D"), D)
+
+
+def test_crf_ner_learns_through_projected_document_context():
+    nlp = spacy.blank("en")
+    config = crf_config()
+    config["model"]["tok2vec"] = {
+        "@architectures": "conll_crf.DocumentContext.v1",
+        "mode": "project",
+        "tok2vec": SMALL_TOK2VEC,
+    }
+    nlp.add_pipe("crf_ner", config=config)
+    losses = train(nlp, n_iter=60)
+    assert losses[-1] < losses[0] / 10
+    assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
+    assert nlp.get_pipe("crf_ner").model.get_ref("tok2vec").get_param("D").any()  # it was trained
