@@ -112,7 +112,7 @@ def test_project_mode_starts_as_add_and_learns_its_matrix_with_the_exact_gradien
     numpy.testing.assert_array_equal(copy.get_param("D"), D)
 
 
-def test_crf_ner_learns_through_projected_document_context():
+def test_crf_ner_learns_through_projected_document_context(tmp_path):
     nlp = spacy.blank("en")
     config = crf_config()
     config["model"]["tok2vec"] = {
@@ -125,3 +125,12 @@ def test_crf_ner_learns_through_projected_document_context():
     assert losses[-1] < losses[0] / 10
     assert [ents(d) for d in nlp.pipe(t for t, _ in TRAIN_DATA)] == gold_ents()
     assert nlp.get_pipe("crf_ner").model.get_ref("tok2vec").get_param("D").any()  # it was trained
+    # loaded from disk without initialize, the learned matrix and the predictions come back
+    nlp.to_disk(tmp_path)
+    loaded = spacy.load(tmp_path)
+    numpy.testing.assert_array_equal(
+        loaded.get_pipe("crf_ner").model.get_ref("tok2vec").get_param("D"),
+        nlp.get_pipe("crf_ner").model.get_ref("tok2vec").get_param("D"),
+    )
+    texts = [t for t, _ in TRAIN_DATA]
+    assert [ents(d) for d in loaded.pipe(texts)] == [ents(d) for d in nlp.pipe(texts)]

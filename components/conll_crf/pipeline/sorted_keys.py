@@ -15,5 +15,8 @@ def find_sorted(xp: Any, keys: Any, values: Any) -> Tuple[Any, Any]:
     insertion point, clipped to the last key), so `table[at]` can be gathered and masked with `found`."""
     if not len(keys):
         raise ValueError("find_sorted: no keys to search (an empty table has no rows to gather)")
+    # as the keys' dtype: numpy would compare uint64 keys with int64 values as float64, and 64-bit hashes that
+    # differ below 2**-53 of their size would match
+    values = xp.asarray(values, dtype=keys.dtype)
     at = xp.minimum(xp.searchsorted(keys, values), len(keys) - 1)
     return at, keys[at] == values
