@@ -78,7 +78,15 @@ def summary(conf: numpy.ndarray, correct: numpy.ndarray) -> Dict[str, float]:
     outcomes: the estimator's noise floor) and how often it would show at least the observed ECE
     (`p_calibrated`: near 0 when the miscalibration is more than the noise of this many entities)."""
     if not len(conf):
-        return {"ece": float("nan"), "mean_probability": None, "accuracy": None, "entities": 0}
+        nan = float("nan")  # the same keys as a non-empty part's, so over_seeds reads any part
+        return {
+            "ece": nan,
+            "ece_if_calibrated": nan,
+            "p_calibrated": nan,
+            "mean_probability": None,
+            "accuracy": None,
+            "entities": 0,
+        }
     observed = ece(conf, correct)
     draws = ece_draws(conf, FLOOR_DRAWS)
     return {

@@ -238,4 +238,5 @@ def test_shift_summary_sets_each_ece_beside_its_noise_floor():
     assert calibrated["p_calibrated"] > 0.05
     over_confident = shift.summary(conf, rng.random(2000) < conf - 0.1)
     assert over_confident["ece"] > 0.08 and over_confident["p_calibrated"] == 0.0
-    assert shift.summary(conf[:0], conf[:0] > 0)["entities"] == 0
+    empty = shift.summary(conf[:0], conf[:0] > 0)
+    assert empty["entities"] == 0 and set(empty) == set(calibrated)
